@@ -1,0 +1,3 @@
+"""longanim: long-shot line-art colorization for Blender, Nuke and render farms."""
+
+__version__ = "0.1.0"

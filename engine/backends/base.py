@@ -1,0 +1,79 @@
+"""The contract every colorizer backend meets, so the pipeline, the engine server
+and the CLI never care which one runs.
+
+Backends see display-referred sRGB pixels only: the pipeline has already turned
+linear EXR, 16-bit and alpha inputs into that, and turns the results back.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run with what it was given (missing weights, bad option...)."""
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a backend when the job's cancel flag is seen."""
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A colored reference for one frame of the shot.
+
+    `lineart` is that frame's line art when the shot contains it; backends that
+    segment regions prefer it to finding lines in the colored image.
+    """
+
+    number: int
+    color: np.ndarray  # HxWx3 uint8 sRGB
+    lineart: np.ndarray | None = None  # HxWx3 uint8 sRGB
+
+
+@dataclass
+class ColoredFrame:
+    number: int
+    rgb: np.ndarray  # HxWx3, uint8 sRGB or float32 sRGB in [0, 1]
+    confidence: np.ndarray  # HxW float32 in [0, 1]; low means "an artist should look here"
+    info: dict = field(default_factory=dict)  # backend-specific per-frame facts for reports
+
+
+ProgressFn = Callable[[dict], None]
+CancelFn = Callable[[], bool]
+
+
+class Backend(abc.ABC):
+    """Colorizes one shot: line-art frames in order, keyframes anywhere in the shot.
+
+    `colorize` is a generator so results stream out as they finish (per frame for
+    `paint`, per segment for the diffusion model) and memory stays bounded by the
+    backend's own window, never by the shot length.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def colorize(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        keyframes: Sequence[Keyframe],
+        *,
+        progress: ProgressFn | None = None,
+        cancelled: CancelFn | None = None,
+    ) -> Iterator[ColoredFrame]:
+        """Yield one ColoredFrame per input frame, in input order.
+
+        `frames` yields (frame_number, HxWx3 uint8 sRGB line art). `progress`
+        receives small dicts (e.g. {"stage": "denoise", "step": 3, "steps": 50});
+        `cancelled()` is polled at least once per frame or denoising step and the
+        backend raises `Cancelled` when it returns True.
+        """
+
+    def describe(self) -> dict:
+        """Capabilities reported to clients (devices, limits)."""
+        return {"name": self.name}
