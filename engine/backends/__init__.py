@@ -10,6 +10,7 @@ from longanim.engine.backends.base import Backend, BackendError
 _REGISTRY: dict[str, str] = {
     "paint": "longanim.engine.backends.paint:PaintBackend",
     "passthrough": "longanim.engine.backends.passthrough:PassthroughBackend",
+    "longanimation": "longanim.engine.backends.longanimation.backend:LongAnimationBackend",
 }
 
 
@@ -33,5 +34,5 @@ def create_backend(name: str, **options) -> Backend:
     cls = getattr(importlib.import_module(module_name), class_name)
     try:
         return cls(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise BackendError(f"backend {name!r}: bad options {sorted(options)}: {exc}") from None

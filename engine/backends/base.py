@@ -13,8 +13,10 @@ from typing import Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from longanim.engine.errors import LonganimError
 
-class BackendError(RuntimeError):
+
+class BackendError(LonganimError):
     """A backend cannot run with what it was given (missing weights, bad option...)."""
 
 

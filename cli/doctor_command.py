@@ -1,0 +1,25 @@
+"""`longanim doctor`: is this machine and weights folder ready for a long job?"""
+
+from __future__ import annotations
+
+NAME = "doctor"
+HELP = "check a LongAnimation weights folder component by component, and the GPU and driver"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--weights", required=True, metavar="DIR",
+                        help="folder laid out like the release (control_module.safetensors, glm_module.safetensors, "
+                             "CogVideoX1.5-5B-I2V/, memory_encoder/)")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="treat a missing or too small GPU as broken (default: a warning)")
+    parser.add_argument("--no-gpu-check", action="store_true", help="check the weights only")
+
+
+def run(args) -> int:
+    from longanim.engine.backends.longanimation.doctor import FAIL, check_gpu, check_weights, format_report
+
+    checks = check_weights(args.weights)
+    if not args.no_gpu_check:
+        checks.append(check_gpu(require=args.require_gpu))
+    print(format_report(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0

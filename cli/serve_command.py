@@ -1,0 +1,67 @@
+"""`longanim serve`: the engine process that Blender, Nuke and the farm CLI talk to."""
+
+from __future__ import annotations
+
+import os
+
+NAME = "serve"
+HELP = "Run the colorization engine: a ZeroMQ server that keeps the model warm for clients."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                        help="address to listen on (default: %(default)s, loopback only)")
+    parser.add_argument("--roots", nargs="+", default=[], metavar="DIR",
+                        help="directories clients may read and write by path; none: inline pixels only")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="result cache directory (default: $XDG_CACHE_HOME/longanim/results)")
+    parser.add_argument("--no-cache", action="store_true", help="do not cache results")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --bind without CurveZMQ keys (trusted networks only)")
+    parser.add_argument("--curve-keys", metavar="DIR", default=None,
+                        help="directory from `longanim keys`: encrypt and authenticate with CurveZMQ")
+    parser.add_argument("--allowed-clients", metavar="DIR", default=None,
+                        help="directory of client public keys (*.key) allowed in (default: --curve-keys DIR)")
+    parser.add_argument("--devices", default="cpu",
+                        help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: %(default)s)")
+    parser.add_argument("--max-message-mb", type=float, default=1024.0,
+                        help="largest accepted message in MiB (default: %(default)s)")
+    parser.add_argument("--token-file", default=None,
+                        help="where to write the shutdown token (default: ~/.cache/longanim/engine-HOST-PORT.token)")
+
+
+def run(args) -> int:
+    import logging
+    from pathlib import Path
+
+    from longanim.engine.errors import InputError
+    from longanim.engine.server import EngineServer, ServeConfig
+
+    if args.max_message_mb <= 0:
+        raise InputError("--max-message-mb must be positive")
+    cache = None
+    if not args.no_cache:
+        cache = args.cache or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                  / "longanim" / "results")
+    for root in args.roots:
+        if not Path(root).is_dir():
+            raise InputError(f"--roots {root}: not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s longanim serve: %(message)s")
+    config = ServeConfig(
+        bind=args.bind,
+        roots=args.roots,
+        cache_dir=cache,
+        insecure=args.insecure,
+        curve_keys=args.curve_keys,
+        allowed_clients=args.allowed_clients,
+        devices=[d.strip() for d in args.devices.split(",") if d.strip()],
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        token_file=args.token_file,
+    )
+    server = EngineServer(config)
+    security = "CurveZMQ" if args.curve_keys else "no encryption"
+    print(f"longanim serve: listening on {server.endpoint} ({security}; devices {', '.join(config.devices)}; "
+          f"cache {cache or 'off'}; shutdown token in {server.token_path}; pid {os.getpid()})", flush=True)
+    server.serve_forever()
+    print("longanim serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,221 @@
+"""The `longanimation` backend: the diffusion pipeline behind the common backend contract.
+
+The shot's line art is kept as packed 1-bit masks at the model resolution
+(what the model reads), so a long shot costs ~1/24 of its uint8 frames; results
+are resized back to the input size and streamed per finished segment, in input
+order (frames before the first keyframe come out once their backward run ends).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from longanim.engine.backends.base import Backend, BackendError, ColoredFrame, Keyframe
+from longanim.engine.errors import InputError
+
+_TINY = dict(segment_length=17, overlap=8, fusion_latents=2, steps=4, fusion_steps=2, global_frames=16, local_frames=4)
+_MODEL_MULTIPLE = 16  # VAE 8x spatial x patch 2
+
+
+class LongAnimationBackend(Backend):
+    """Options: weights (folder laid out like the release), device ("auto", "cuda", "cuda:1", "cpu"),
+    dtype ("auto": bf16 on GPU, fp32 on CPU), steps, cfg, offload, vae_tiling, height/width (model
+    resolution; default the input's, rounded down to a multiple of 16), segment_length, overlap,
+    fusion_steps, fusion_latents, prompt, seed, tiny (small segments and few steps, for tests and CI).
+    """
+
+    name = "longanimation"
+
+    def __init__(
+        self, weights: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", steps: int | None = None,
+        cfg: float = 6.0, offload: bool = False, vae_tiling: bool = True, height: int | None = None,
+        width: int | None = None, segment_length: int | None = None, overlap: int | None = None,
+        fusion_steps: int | None = None, fusion_latents: int | None = None, prompt: str | None = None,
+        seed: int = 42, tiny: bool = False,
+    ):
+        from longanim.engine.backends.longanimation.pipeline import Settings
+
+        if weights is None:
+            raise BackendError("the longanimation backend needs `weights`: a folder laid out like the release")
+        self.weights = Path(weights)
+        if not self.weights.is_dir():
+            raise BackendError(f"weights folder {self.weights} not found")
+        base = dict(_TINY) if tiny else {}
+        given = dict(steps=steps, segment_length=segment_length, overlap=overlap, fusion_steps=fusion_steps,
+                     fusion_latents=fusion_latents, prompt=prompt)
+        base.update({k: v for k, v in given.items() if v is not None})
+        self.settings = Settings(guidance_scale=cfg, seed=seed, **base)
+        if fusion_steps is None and not tiny:
+            self.settings.fusion_steps = min(self.settings.fusion_steps, self.settings.steps)
+        try:
+            self.settings.check()
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        for label, value in (("height", height), ("width", width)):
+            if value is not None and (value < _MODEL_MULTIPLE or value % _MODEL_MULTIPLE):
+                raise BackendError(f"{label} must be a positive multiple of {_MODEL_MULTIPLE}, got {value}")
+        self.resolution = (height, width)
+        self.device_option, self.dtype_option = device, dtype
+        self.offload, self.vae_tiling = offload, vae_tiling
+        self._pipeline = None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights": str(self.weights), "device": self.device_option,
+                "segment_length": self.settings.segment_length, "overlap": self.settings.overlap,
+                "steps": self.settings.steps}
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _resolve_device(self):
+        import torch
+
+        device = self.device_option
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} requested but CUDA is not available")
+        dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                  "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+        if self.dtype_option == "auto":
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        elif self.dtype_option in dtypes:
+            dtype = dtypes[self.dtype_option]
+        else:
+            raise BackendError(f"unknown dtype {self.dtype_option!r}; choose auto, bf16, fp16 or fp32")
+        return device, dtype
+
+    def pipeline(self):
+        if self._pipeline is None:
+            from longanim.engine.backends.longanimation.pipeline import LongAnimationPipeline
+
+            device, dtype = self._resolve_device()
+            self._pipeline = LongAnimationPipeline.from_weights(
+                self.weights, device=device, dtype=dtype, offload=self.offload, vae_tiling=self.vae_tiling
+            )
+        return self._pipeline
+
+    # --- colorize -----------------------------------------------------------------------------
+
+    def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        import cv2
+
+        from longanim.engine.backends.longanimation.memory_encoder import MemoryBank
+        from longanim.engine.backends.longanimation.pipeline import line_mask
+        from longanim.engine.backends.longanimation.planning import plan_runs
+
+        if not keyframes:
+            raise InputError("the longanimation backend needs at least one colored keyframe")
+        shot = _Shot(self.resolution, self.settings.sketch_threshold)
+        for number, lineart in frames:
+            shot.add(number, lineart)
+        if not shot.numbers:
+            return
+        keys = _order_keyframes(keyframes, shot)
+        runs = plan_runs(len(shot.numbers), [shot.position.get(k.number) for k in keys])
+        pipe = self.pipeline()
+        if progress is not None:
+            progress({"stage": "plan", "frames": len(shot.numbers), "runs": len(runs)})
+        bank = MemoryBank(pipe.memory_encoder, global_frames=self.settings.global_frames,
+                          local_frames=self.settings.local_frames)
+        done: dict[int, np.ndarray] = {}
+        next_out = 0
+        for run_index, run in enumerate(runs):
+            key = keys[run.keyframe]
+            ref_rgb = shot.to_model(_rgb(key.color, f"keyframe {key.number} color"))
+            ref_mask = self._reference_mask(key, shot, line_mask, cv2)
+            outputs = set(run.outputs)
+            label = {"run": run_index + 1, "runs": len(runs)}
+            generated = pipe.generate_run(
+                lambda i, run=run: shot.mask(run.positions[i]), len(run.positions), ref_rgb, ref_mask, bank,
+                self.settings, progress=progress, cancelled=cancelled, label=label,
+            )
+            for run_pos, rgb in generated:
+                position = run.positions[run_pos]
+                if position in outputs:
+                    done[position] = rgb
+                while next_out in done:
+                    yield shot.colored(next_out, done.pop(next_out), keys, run_index)
+                    next_out += 1
+
+    def _reference_mask(self, key: Keyframe, shot: "_Shot", line_mask, cv2) -> np.ndarray:
+        if key.lineart is not None:
+            return line_mask(shot.to_model(_rgb(key.lineart, f"keyframe {key.number} line art")),
+                             self.settings.sketch_threshold)
+        if key.number in shot.position:
+            return shot.mask(shot.position[key.number])
+        # No line art for a keyframe outside the shot: its darkest strokes stand in.
+        return line_mask(shot.to_model(key.color), self.settings.sketch_threshold)
+
+
+def _rgb(image: np.ndarray, what: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"{what} must be an HxWx3 uint8 array, got {getattr(image, 'shape', type(image))}")
+    return image
+
+
+def _order_keyframes(keyframes, shot) -> list[Keyframe]:
+    """Keyframes inside the shot first-come; with none inside, the one nearest the shot's start leads."""
+    if any(k.number in shot.position for k in keyframes):
+        return list(keyframes)
+    first = shot.numbers[0]
+    return sorted(keyframes, key=lambda k: abs(k.number - first))
+
+
+class _Shot:
+    """Frame numbers, the input size and packed line masks at the model resolution."""
+
+    def __init__(self, resolution, threshold: float):
+        self.resolution = resolution
+        self.threshold = threshold
+        self.numbers: list[int] = []
+        self.position: dict[int, int] = {}
+        self._packed: list[np.ndarray] = []
+        self.size: tuple[int, int] | None = None  # input (h, w)
+        self.model_size: tuple[int, int] | None = None
+
+    def add(self, number: int, lineart: np.ndarray) -> None:
+        from longanim.engine.backends.longanimation.pipeline import line_mask
+
+        _rgb(lineart, f"frame {number}")
+        if number in self.position:
+            raise InputError(f"frame {number} appears twice in the shot")
+        if self.size is None:
+            self.size = lineart.shape[:2]
+            h, w = self.size
+            mh, mw = self.resolution
+            self.model_size = (mh or max(_MODEL_MULTIPLE, h // _MODEL_MULTIPLE * _MODEL_MULTIPLE),
+                               mw or max(_MODEL_MULTIPLE, w // _MODEL_MULTIPLE * _MODEL_MULTIPLE))
+        elif lineart.shape[:2] != self.size:
+            raise InputError(f"frame {number} is {lineart.shape[1]}x{lineart.shape[0]}, the shot is "
+                             f"{self.size[1]}x{self.size[0]}")
+        self.position[number] = len(self.numbers)
+        self.numbers.append(number)
+        self._packed.append(np.packbits(line_mask(self.to_model(lineart), self.threshold)))
+
+    def to_model(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = self.model_size
+        if image.shape[:2] == (h, w):
+            return image
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+    def mask(self, position: int) -> np.ndarray:
+        h, w = self.model_size
+        return np.unpackbits(self._packed[position], count=h * w).reshape(h, w).astype(bool)
+
+    def colored(self, position: int, rgb: np.ndarray, keys, run_index: int) -> ColoredFrame:
+        import cv2
+
+        number = self.numbers[position]
+        h, w = self.size
+        painted = next((k for k in keys if k.number == number and k.color.shape[:2] == (h, w)), None)
+        if painted is not None:
+            rgb = painted.color  # the artist's keyframe is the ground truth
+        elif rgb.shape[:2] != (h, w):
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+        # The diffusion model gives no per-pixel uncertainty; confidence is flat, and says so.
+        return ColoredFrame(number, np.ascontiguousarray(rgb), np.ones((h, w), np.float32),
+                            {"run": run_index + 1, "keyframe": painted is not None, "confidence": "not estimated"})

@@ -1,0 +1,121 @@
+"""Checks a weights folder component by component, and the GPU, before a long job starts.
+
+Only safetensors headers and configs are read and models are built on the meta
+device, so checking the full 5B release takes seconds and no memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _module_check(name: str, path: Path, build) -> Check:
+    from accelerate import init_empty_weights
+
+    from longanim.engine.backends.longanimation import weights as W
+
+    if not path.is_file():
+        return Check(name, FAIL, problems=[f"{path}: file not found"])
+    try:
+        with init_empty_weights():
+            model = build()
+        found = W.safetensors_shapes([path])
+    except (W.WeightsError, ValueError, TypeError) as exc:
+        return Check(name, FAIL, problems=[str(exc)])
+    problems = W.compare_shapes(W.model_shapes(model), found)
+    params = sum(_numel(s) for s in found.values())
+    detail = f"{len(found)} tensors, {params:,} parameters"
+    return Check(name, FAIL if problems else OK, detail, problems)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def check_weights(root: str | Path) -> list[Check]:
+    from longanim.engine.backends.longanimation import weights as W
+
+    layout = W.WeightsLayout(Path(root))
+    if not layout.root.is_dir():
+        return [Check("weights folder", FAIL, problems=[f"{layout.root}: not a folder"])]
+    checks = []
+    try:
+        base_config = W.base_transformer_config(layout)
+    except W.WeightsError as exc:
+        base_config = None
+        base_problem = str(exc)
+    for part in W.BASE_PARTS:
+        problems = W.check_base_part(layout, part)
+        checks.append(Check(f"{W.BASE_FOLDER}/{part}", FAIL if problems else OK, "", problems))
+    if base_config is None:
+        checks.append(Check("SketchDiT (control_module.safetensors)", FAIL,
+                            problems=[f"cannot size SketchDiT without the base transformer config: {base_problem}"]))
+    else:
+        checks.append(_module_check("SketchDiT (control_module.safetensors)", layout.control,
+                                    lambda: W.build_sketch_dit(layout, base_config)))
+    checks.append(_module_check("DGLM (glm_module.safetensors)", layout.glm, lambda: W.build_dglm(layout)))
+    problems = W.check_memory_encoder(layout)
+    if problems and any((layout.root / n).exists() for n in ("Video_XL", "videoxl", "Video-XL")):
+        problems.append("a Video-XL folder is present, but the Video-XL memory encoder is not implemented yet")
+    checks.append(Check(f"memory encoder ({W.MEMORY_FOLDER})", FAIL if problems else OK, "", problems))
+    return checks
+
+
+def check_gpu(require: bool = False) -> Check:
+    import torch
+
+    missing = FAIL if require else WARN
+    if not torch.cuda.is_available():
+        return Check("GPU", missing, "no CUDA device visible to PyTorch: the model would run on CPU, far too slowly "
+                     "for production shots")
+    names = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        names.append(f"cuda:{i} {props.name} {props.total_memory / 2**30:.0f} GiB")
+    detail = "; ".join(names) + f"; CUDA {torch.version.cuda}"
+    driver = _driver_version()
+    if driver:
+        detail += f"; driver {driver}"
+    big = max(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+    if big < 23 * 2**30:
+        return Check("GPU", missing, detail, ["under 24 GB of GPU memory: even offload mode will not fit"])
+    if big < 70 * 2**30:
+        detail += " (use offload mode: the fully resident model needs an 80 GB card)"
+    return Check("GPU", OK, detail)
+
+
+def _driver_version() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def format_report(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        lines.append(f"[{c.status:>4}] {c.name}" + (f": {c.detail}" if c.detail else ""))
+        lines += [f"         {p}" for p in c.problems]
+    broken = [c.name for c in checks if c.status == FAIL]
+    lines.append(f"{len(broken)} component(s) broken: {', '.join(broken)}" if broken else "all components ok")
+    return "\n".join(lines)

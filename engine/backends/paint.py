@@ -1,0 +1,196 @@
+"""`paint`: the embedded CPU colorizer for clean line art, no weights needed.
+
+Each frame is split into flat regions (engine/segment.py); each region asks the
+local memory (the last frame, followed by optical flow) and the global memory (a
+bank of every confident region since the shot began, seeded by the keyframes)
+for its color, and the more confident answer wins (engine/memory.py). Lines are
+multiplied over the fills, so anti-aliased and colored lines keep their look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
+from longanim.engine.memory import GlobalMemory, LocalMemory, Observation, flow_image
+from longanim.engine.regions import RegionStats, grid_step, measure
+from longanim.engine.segment import Segmentation, segment
+
+OVERRIDE_MARGIN = 0.1  # an unsure local answer yields to a global one at least this much surer
+REMEMBER_CONFIDENCE = 0.9  # regions at least this sure are written into the global memory
+MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
+SETTLED = 0.8  # local matches this sure are kept without asking the global memory
+CLAIM_DISTANCE = 3.0  # a tracked region this close to a prototype of its color accounts for it
+
+
+class PaintBackend(Backend):
+    name = "paint"
+
+    def __init__(
+        self,
+        *,
+        gap_close: int = 1,
+        global_memory: bool = True,
+        memory_capacity: int = 512,
+        review_threshold: float = 0.5,
+    ) -> None:
+        if gap_close < 0 or gap_close > 8:
+            raise ValueError(f"gap_close must be 0..8 pixels, got {gap_close}")
+        self.gap_close = gap_close
+        self.use_global = global_memory
+        self.memory_capacity = memory_capacity
+        self.review_threshold = review_threshold
+
+    def describe(self) -> dict:
+        return {"name": self.name, "devices": ["cpu"], "needs_weights": False}
+
+    def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        shot = _Shot(self, keyframes)
+        for number, lineart in frames:
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"cancelled before frame {number}")
+            yield shot.colorize(number, lineart)
+
+
+class _Shot:
+    """Memory and keyframes of one shot being colorized."""
+
+    def __init__(self, backend: PaintBackend, keyframes: list[Keyframe]) -> None:
+        self.backend = backend
+        self.local = LocalMemory()
+        self.global_ = GlobalMemory(capacity=backend.memory_capacity)
+        self.keyframes = {k.number: k for k in keyframes}
+        self.trace: dict | None = None  # region -> global answer, for debugging
+        for key in keyframes:
+            seg = self._segment(key.lineart if key.lineart is not None else key.color)
+            stats = measure(seg, grid_step(*seg.shape))
+            color = region_colors(key.color, seg)
+            confident = np.ones(seg.count + 1, bool)
+            self._remember_globally(stats, color, confident, key.number, pinned=True)
+
+    def _segment(self, image: np.ndarray) -> Segmentation:
+        return segment(image, gap_close=self.backend.gap_close)
+
+    def colorize(self, number: int, lineart: np.ndarray) -> ColoredFrame:
+        seg = self._segment(lineart)
+        stats = measure(seg, grid_step(*seg.shape))
+        small = flow_image(seg.ink)
+        key = self.keyframes.get(number)
+        if key is not None and key.color.shape[:2] == seg.shape:
+            color = region_colors(key.color, seg)
+            confidence = np.ones(seg.count + 1)
+            source = "keyframe"
+        else:
+            color, confidence = self._recall(stats, small)
+            source = "memory"
+        color[0] = 255  # under a line core the line itself shows (multiplied over white)
+        confidence[0] = 1.0
+        self.local.remember(stats, small, color, confidence)
+        if self.backend.use_global:
+            self._remember_globally(stats, color, confidence >= REMEMBER_CONFIDENCE, number)
+        rgb = render(lineart, color, seg.labels)
+        conf_map = confidence.astype(np.float32)[seg.labels]
+        review = float((conf_map < self.backend.review_threshold).mean())
+        return ColoredFrame(
+            number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
+        )
+
+    def _recall(self, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        local = self.local.match(stats, small)
+        color, confidence = local.color.copy(), local.confidence.copy()
+        if not self.backend.use_global or len(self.global_) == 0:
+            return color, confidence
+        memory = self.global_
+        features = describe(stats)
+        decided = confidence >= SETTLED
+        decided[0] = True
+        # Prototypes that regions tracked in view already account for are unlikely
+        # identities for a newcomer: of three look-alike characters, the one coming
+        # back is the one not on screen.
+        tracked = np.flatnonzero(decided[1:]) + 1
+        claimed = np.zeros(len(memory), bool)
+        if tracked.size:
+            d2 = memory.distances(_observe(stats, features, color, decided, tracked))
+            same = np.all(color[tracked][:, None, :] == memory.color[None, :, :], axis=2)
+            claimed = np.any(same & (d2 <= CLAIM_DISTANCE), axis=0)
+        open_ = np.flatnonzero(~decided)
+        # Large regions first: they become the context that identifies the small ones inside them.
+        for r in open_[np.argsort(-stats.area[open_], kind="stable")]:
+            rows = np.array([r])
+            obs = _observe(stats, features, color, decided, rows)
+            found = memory.match(obs, excluded=claimed[None, :])
+            if self.trace is not None:
+                self.trace[int(r)] = (found.color[0], float(found.confidence[0]), obs)
+            if np.array_equal(found.color[0], color[r]):
+                confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
+            elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
+                color[r], confidence[r] = found.color[0], found.confidence[0]
+                claimed |= np.all(memory.color == color[r], axis=1) & (memory.distances(obs)[0] <= CLAIM_DISTANCE)
+            elif confidence[r] == 0:
+                parent = stats.parent[r]
+                color[r] = color[parent] if decided[parent] else 255  # unrecognised: continue the enclosing fill
+            decided[r] = True
+        return color, confidence
+
+    def _remember_globally(self, stats, color, confident, number, *, pinned=False) -> None:
+        rows = np.flatnonzero(confident & ~stats.border & (stats.samples >= MIN_SAMPLES))
+        rows = rows[rows > 0]
+        known = np.ones(stats.count + 1, bool)
+        obs = _observe(stats, describe(stats), color, known, rows, remember=True)
+        self.global_.remember(obs, number, pinned=pinned)
+
+
+def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray, rows: np.ndarray,
+             remember: bool = False) -> Observation:
+    """Rows' descriptors with their neighbours' colors where those are known (-1 elsewhere)."""
+    neighbors = stats.neighbors[rows]
+    ok = (neighbors > 0) & known[neighbors]
+    context = np.where(ok[..., None], color[neighbors].astype(np.int16), np.int16(-1))
+    return Observation(features[rows], context, stats.contact[rows], color[rows] if remember else None)
+
+
+def describe(stats: RegionStats) -> np.ndarray:
+    """Shape features plus the offset from the enclosing region, in that region's radii."""
+    parent = stats.parent
+    radius = np.sqrt(np.maximum(stats.area[parent], 1.0))
+    offset = (stats.centroid - stats.centroid[parent]) / radius[:, None]
+    # Offsets inside huge regions (the background) say nothing stable about identity.
+    frame_area = stats.grid.size * stats.step * stats.step
+    offset[(parent == 0) | (stats.area[parent] > 0.2 * frame_area)] = 0.0
+    return np.concatenate([stats.shape_features(), offset], axis=1).astype(np.float32)
+
+
+def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:
+    """Per-region color of a colored frame: the most common color of its clean interior.
+
+    The mode, not the mean: a painted detail the line art does not outline (a highlight,
+    a pupil) must not tint the whole region.
+    """
+    n = seg.count
+    rgb = image[..., :3].astype(np.int64)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    color = np.zeros((n + 1, 3), np.uint8)
+    found = np.zeros(n + 1, bool)
+    # Interior pixels first; regions with no clean interior (slivers) fall back to all their pixels.
+    for labels in (np.where(seg.seeds > 0, seg.labels, 0), seg.labels):
+        keys, counts = np.unique(labels.astype(np.int64).ravel() << 24 | packed.ravel(), return_counts=True)
+        owner, value = keys >> 24, keys & 0xFFFFFF
+        order = np.lexsort((counts, owner))  # per owner, the most common value comes last
+        last = np.r_[owner[order][1:] != owner[order][:-1], True]
+        winners, colors = owner[order][last], value[order][last]
+        todo = ~found[winners]
+        winners, colors = winners[todo], colors[todo]
+        color[winners] = np.stack([colors >> 16, (colors >> 8) & 255, colors & 255], axis=1)
+        found[winners] = True
+    return color
+
+
+def render(lineart: np.ndarray, color: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Fills under the line art, multiplied: white paper shows the fill, ink darkens it."""
+    import cv2
+
+    packed = np.zeros(color.shape[0], np.uint32)
+    packed.view(np.uint8).reshape(-1, 4)[:, :3] = color
+    fill = np.take(packed, labels).view(np.uint8).reshape(*labels.shape, 4)
+    fill = cv2.cvtColor(fill, cv2.COLOR_RGBA2RGB)
+    return cv2.multiply(fill, np.ascontiguousarray(lineart[..., :3]), scale=1.0 / 255.0)

@@ -1,0 +1,546 @@
+"""Jobs: the queue, one worker thread per device, cancel, and the bookkeeping that
+lets a client reattach to a job by id.
+
+Workers never touch the ROUTER socket (ZeroMQ sockets belong to one thread):
+each worker pushes finished events over an inproc socket to the server's control
+loop, which owns the client identity of every job and forwards them. A job may
+have only `RESULT_CREDITS` results in flight, so a slow client slows its own job
+instead of filling the engine's memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import zmq
+
+from longanim.engine.backends.base import Backend, BackendError, Cancelled, ColoredFrame, Keyframe
+from longanim.engine.errors import LonganimError
+from longanim.engine.result_cache import ResultCache, array_digest, digest
+from longanim.protocol import messages as M
+from longanim.protocol.wire import make_message, serialize
+
+log = logging.getLogger("longanim.engine")
+
+EVENTS_ENDPOINT = "inproc://longanim-events"
+RESULT_CREDITS = 8
+KEEP_FINISHED_JOBS = 1000
+FRAME_WAIT_S = 0.1
+
+
+class JobFailed(LonganimError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Job:
+    id: str
+    session: str
+    identity: bytes
+    submit_header: dict
+    content: dict
+    state: str = "queued"
+    frames_total: int | None = None
+    frames_done: int = 0
+    frames_cached: int = 0
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    error: dict | None = None
+    device: str | None = None
+    eta_s: float | None = None
+    done_keys: dict = field(default_factory=dict)  # frame number -> cache key (inline results)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    credits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(RESULT_CREDITS))
+    feed: "FrameFeed | None" = None
+
+    @property
+    def backend(self) -> str:
+        return self.content["backend"]
+
+    @property
+    def final(self) -> bool:
+        return self.state in M.FINAL_STATES
+
+    def summary(self) -> dict:
+        return {
+            "job_id": self.id,
+            "state": self.state,
+            "backend": self.backend,
+            "label": self.content.get("label", ""),
+            "session": self.session,
+            "device": self.device,
+            "frames_total": self.frames_total,
+            "frames_done": self.frames_done,
+            "frames_cached": self.frames_cached,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "eta_s": self.eta_s,
+            "error": self.error,
+        }
+
+
+class FrameFeed:
+    """Inline frames of a job: those sent with submit plus any appended later."""
+
+    def __init__(self, frames: list[tuple[int, np.ndarray]], more: bool):
+        self._frames = collections.deque(frames)
+        self._more = more
+        self._cond = threading.Condition()
+        self.count = len(frames)
+        self.numbers = {n for n, _ in frames}
+
+    @property
+    def complete(self) -> bool:
+        return not self._more
+
+    def append(self, frames: list[tuple[int, np.ndarray]], more: bool) -> None:
+        with self._cond:
+            if not self._more:
+                raise M.ProtocolError("conflict", "this job's input is complete (more was false)")
+            dup = self.numbers.intersection(n for n, _ in frames)
+            if dup:
+                raise M.invalid(f"frames {sorted(dup)[:5]} were already sent")
+            self._frames.extend(frames)
+            self.numbers.update(n for n, _ in frames)
+            self.count += len(frames)
+            self._more = more
+            self._cond.notify_all()
+
+    def snapshot(self) -> list[tuple[int, np.ndarray]]:
+        with self._cond:
+            return list(self._frames)
+
+    def iterate(self, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
+        while True:
+            with self._cond:
+                while not self._frames and self._more:
+                    if cancelled():
+                        raise Cancelled("cancelled while waiting for more frames")
+                    self._cond.wait(FRAME_WAIT_S)
+                if not self._frames:
+                    return
+                item = self._frames.popleft()  # drop our reference as soon as it is handed out
+            yield item
+
+
+class JobManager:
+    """Owns all jobs; `submit`/`cancel`/`get` run on the control loop, `_work` on workers."""
+
+    def __init__(self, ctx: zmq.Context, devices: list[str], cache: ResultCache, roots, session: str):
+        self.ctx = ctx
+        self.devices = devices or ["cpu"]
+        self.cache = cache
+        self.roots = roots
+        self.session = session
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for device in self.devices:
+            t = threading.Thread(target=self._work, args=(device,), name=f"worker-{device}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for job in list(self.jobs.values()):
+            job.cancel.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- control loop side ------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self.jobs[job.id] = job
+            self._forget_old()
+        self._queue.put(job)
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise M.ProtocolError("not_found", f"no job {job_id[:80]!r} on this engine")
+        return job
+
+    def list(self) -> list[Job]:
+        return list(self.jobs.values())
+
+    def queue_position(self) -> int:
+        return self._queue.qsize()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.final]
+        for job in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
+            del self.jobs[job.id]
+
+    # -- worker side ------------------------------------------------------------------
+
+    def _work(self, device: str) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(EVENTS_ENDPOINT)
+        runner = _Runner(self, device, push)
+        try:
+            while not self._stop.is_set():
+                try:
+                    job = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if job.final:  # cancelled while queued
+                    continue
+                runner.run(job)
+        finally:
+            push.close()
+
+
+class _Runner:
+    """Runs jobs on one device, keeping backends warm between jobs."""
+
+    def __init__(self, manager: JobManager, device: str, push: zmq.Socket):
+        self.manager = manager
+        self.device = device
+        self.push = push
+        self.backends: collections.OrderedDict = collections.OrderedDict()
+
+    # -- events -----------------------------------------------------------------------
+
+    def emit(self, job: Job, msg_type: str, content: dict, buffers: list | None = None) -> None:
+        if msg_type == M.RESULT:
+            while not job.credits.acquire(timeout=FRAME_WAIT_S):
+                if job.cancel.is_set():
+                    raise Cancelled("cancelled while waiting for the client to take results")
+        msg = make_message(msg_type, self.manager.session, content, parent=job.submit_header, buffers=buffers)
+        kind = b"r" if msg_type == M.RESULT else b"e"
+        self.push.send_multipart([job.id.encode(), kind, *serialize(msg)], copy=False)
+
+    def progress(self, job: Job, **extra) -> None:
+        content = {
+            "job_id": job.id,
+            "state": job.state,
+            "frames_done": job.frames_done,
+            "frames_total": job.frames_total,
+            "frames_cached": job.frames_cached,
+            "eta_s": job.eta_s,
+        }
+        if job.frames_total:
+            content["fraction"] = job.frames_done / job.frames_total
+        content.update(extra)
+        self.emit(job, M.PROGRESS, content)
+
+    # -- running ----------------------------------------------------------------------
+
+    def run(self, job: Job) -> None:
+        job.state, job.started, job.device = "running", time.time(), self.device
+        try:
+            self.progress(job)
+            if job.content["input"]["kind"] == "inline":
+                self._run_inline(job)
+            else:
+                self._run_path(job)
+            job.state = "done"
+        except Cancelled:
+            job.state = "cancelled"
+        except (JobFailed, M.ProtocolError) as exc:
+            job.state, job.error = "failed", {"code": exc.code, "message": str(exc)}
+        except BackendError as exc:
+            job.state, job.error = "failed", {"code": "backend_error", "message": str(exc)}
+        except LonganimError as exc:
+            job.state, job.error = "failed", {"code": "input_error", "message": str(exc)}
+        except Exception as exc:  # a bug or a backend crash: report it, keep serving
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            job.state = "failed"
+            job.error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+        if job.cancel.is_set() and job.state == "done" and job.frames_total != job.frames_done:
+            job.state = "cancelled"
+        job.finished = time.time()
+        job.eta_s = 0.0 if job.state == "done" else None
+        job.feed = None
+        try:
+            self.emit(job, M.DONE, {**job.summary(), "elapsed_s": job.finished - job.started})
+        except Exception:
+            log.error("could not report the end of job %s:\n%s", job.id, traceback.format_exc())
+
+    def backend(self, name: str, options: dict):
+        from longanim.engine.backends import create_backend
+
+        key = digest(name, options, self.device)
+        if key in self.backends:
+            self.backends.move_to_end(key)
+            return self.backends[key]
+        opts = dict(options)
+        if self.device != "cpu":
+            opts.setdefault("device", self.device)
+        backend = create_backend(name, **opts)
+        self.backends[key] = backend
+        while len(self.backends) > 2:  # models are big; keep the two most recent warm
+            self.backends.popitem(last=False)
+        return backend
+
+    def _run_inline(self, job: Job) -> None:
+        from longanim.engine.backends.passthrough import PassthroughBackend
+
+        content = job.content
+        buffers = content["_buffers"]
+        backend = self.backend(job.backend, content.get("options", {}))
+        keyframes = [
+            Keyframe(
+                kf["number"],
+                M.array_from(kf["color"], buffers),
+                M.array_from(kf["lineart"], buffers) if kf.get("lineart") else None,
+            )
+            for kf in content.get("keyframes", [])
+        ]
+        strict = not isinstance(backend, PassthroughBackend)
+        for kf in keyframes:
+            _check_rgb8(kf.color, f"keyframe {kf.number} color", strict)
+        use_cache = self.manager.cache.enabled and content.get("cache", True)
+        independent = bool(getattr(backend, "frame_independent", False))
+        feed = job.feed
+        cancelled = job.cancel.is_set
+        context = None
+        keys: dict[int, str] = {}
+        if use_cache:
+            context = digest(
+                "inline-v1", job.backend, content.get("options", {}),
+                [[kf.number, array_digest(kf.color), array_digest(kf.lineart) if kf.lineart is not None else None]
+                 for kf in keyframes],
+            )
+            if not independent and feed.complete:
+                frames = feed.snapshot()
+                whole = digest(context, [[n, array_digest(a)] for n, a in frames])
+                keys = {n: digest(whole, n) for n, _ in frames}
+        want_conf = content.get("confidence", False)
+        emitted: set[int] = set()
+        t_work = [0.0, 0]  # seconds and frames actually computed, for the ETA
+
+        def send(number: int, rgb, conf, info: dict, cached: bool) -> None:
+            bufs: list = []
+            result = {"job_id": job.id, "number": number, "rgb": M.array_desc(rgb, bufs), "cached": cached,
+                      "info": _plain(info)}
+            if want_conf and conf is not None:
+                result["confidence"] = M.array_desc(conf, bufs)
+            self.emit(job, M.RESULT, result, bufs)
+            emitted.add(number)
+            job.frames_done += 1
+            job.frames_cached += cached
+            if job.frames_total and t_work[1]:
+                left = job.frames_total - job.frames_done
+                job.eta_s = left * t_work[0] / t_work[1]
+            self.progress(job, number=number)
+
+        def from_cache(key: str | None):
+            if key is None:
+                return None
+            hit = self.manager.cache.get_arrays(key)
+            return hit if hit is not None and "rgb" in hit[0] else None
+
+        # Temporal backends: serve what the cache has, then run only if something is missing.
+        if keys:
+            missing = False
+            for number, key in keys.items():
+                hit = from_cache(key)
+                if hit is None:
+                    missing = True
+                    continue
+                arrays, info = hit
+                job.done_keys[number] = key
+                send(number, arrays["rgb"], arrays.get("confidence"), info, True)
+            if not missing:
+                return
+
+        def backend_frames():
+            for number, frame in feed.iterate(cancelled):
+                _check_rgb8(frame, f"frame {number}", strict)
+                if independent and use_cache:
+                    key = digest(context, number, array_digest(frame))
+                    keys[number] = key
+                    hit = from_cache(key)
+                    if hit is not None:
+                        arrays, info = hit
+                        job.done_keys[number] = key
+                        send(number, arrays["rgb"], arrays.get("confidence"), info, True)
+                        continue
+                yield number, frame
+
+        started = time.perf_counter()
+        for colored in backend.colorize(backend_frames(), keyframes, progress=self._backend_progress(job),
+                                        cancelled=cancelled):
+            number = colored.number
+            t_work[0] += time.perf_counter() - started
+            t_work[1] += 1
+            if number in emitted:
+                started = time.perf_counter()
+                continue
+            rgb = np.asarray(colored.rgb)
+            conf = None if colored.confidence is None else np.asarray(colored.confidence, dtype=np.float32)
+            key = keys.get(number)
+            if key is not None:
+                self.manager.cache.put_arrays(key, {"rgb": rgb, "confidence": conf}, _plain(colored.info))
+                job.done_keys[number] = key
+            send(number, rgb, conf, colored.info, False)
+            if cancelled():
+                raise Cancelled(f"cancelled after frame {number}")
+            started = time.perf_counter()
+
+    def _backend_progress(self, job: Job):
+        last = [0.0]
+
+        def progress(info: dict) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1:  # at most 10 events a second per job
+                last[0] = now
+                self.progress(job, stage=_plain(info))
+
+        return progress
+
+    def _run_path(self, job: Job) -> None:
+        """Files on shared storage go through the same pipeline as `longanim colorize`, so
+        the engine writes byte-identical files; paths were confined at submit."""
+        from longanim.engine import pipeline
+        from longanim.engine.sequence_in import open_sequence
+
+        paths = job.content["_paths"]
+        refs = [pipeline.RefSpec(path, frame) for path, frame in paths["refs"]]
+        rng = job.content["input"].get("frames")
+        frames = tuple(rng) if rng else None
+        options = job.content.get("options", {})
+        backend = self.backend(job.backend, options)
+        with open_sequence(paths["lineart"], frames) as shot:
+            for n in shot.frames:
+                if shot.path_for(n) is not None:
+                    self.manager.roots.check_file(shot.path_for(n))
+            job.frames_total = len(shot.frames)
+            whole = None
+            if self.manager.cache.enabled and job.content.get("cache", True):
+                whole = digest("path-v1", [[n, _file_digest(shot.path_for(n) or paths["lineart"])]
+                                           for n in shot.frames])
+        caching = _CachingBackend(backend, self, job, whole)
+
+        def on_frame(result, path) -> None:
+            job.frames_done += 1
+            job.frames_cached += bool(result.info.get("cached"))
+            self.emit(job, M.RESULT, {"job_id": job.id, "number": result.number, "path": str(path),
+                                      "cached": bool(result.info.get("cached"))})
+            self.progress(job, number=result.number)
+
+        pipeline.colorize_shot(
+            paths["lineart"], refs, paths["output"],
+            backend=caching if whole is not None else backend,
+            frames=frames,
+            out_ext=job.content["output"].get("ext"),
+            progress=self._backend_progress(job),
+            cancelled=job.cancel.is_set,
+            on_frame=on_frame,
+        )
+
+
+class _CachingBackend(Backend):
+    """Wraps the real backend inside the pipeline: results come from the cache when the
+    same frames were colorized before, and new results are stored as they finish."""
+
+    def __init__(self, inner, runner: _Runner, job: Job, whole: str):
+        self.inner, self.runner, self.job, self.whole = inner, runner, job, whole
+        self.name = inner.name
+
+    def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        cache = self.runner.manager.cache
+        context = digest(self.whole, self.name, self.job.content.get("options", {}),
+                         [[k.number, array_digest(k.color),
+                           array_digest(k.lineart) if k.lineart is not None else None] for k in keyframes])
+        independent = bool(getattr(self.inner, "frame_independent", False))
+        buffered = []
+        for number, frame in frames:
+            hit = cache.get_arrays(digest(context, number))
+            if hit is None:
+                buffered.append((number, frame))
+                break
+            buffered.append((number, frame))
+        else:  # everything cached: the pipeline still reads every frame (it keeps their alpha)
+            for number, _ in buffered:
+                arrays, info = cache.get_arrays(digest(context, number))
+                yield _colored(number, arrays, info)
+            return
+        # Something is missing: run the backend on all frames (temporal backends need the
+        # context), serving frames it has not reached yet from the cache when it is frame-independent.
+        from itertools import chain
+
+        source = chain(buffered, frames)
+        if independent:
+            yield from self._independent(source, keyframes, context, progress, cancelled)
+            return
+        for result in self.inner.colorize(source, keyframes, progress=progress, cancelled=cancelled):
+            cache.put_arrays(digest(context, result.number),
+                             {"rgb": np.asarray(result.rgb), "confidence": result.confidence}, _plain(result.info))
+            yield result
+
+    def _independent(self, source, keyframes, context, progress, cancelled):
+        """Only uncached frames reach the backend; cached ones are slotted back in order."""
+        cache = self.runner.manager.cache
+        waiting: collections.deque = collections.deque()
+
+        def uncached():
+            for number, frame in source:
+                hit = cache.get_arrays(digest(context, number))
+                if hit is None:
+                    yield number, frame
+                else:
+                    waiting.append(_colored(number, *hit))
+
+        for result in self.inner.colorize(uncached(), keyframes, progress=progress, cancelled=cancelled):
+            while waiting and waiting[0].number < result.number:
+                yield waiting.popleft()
+            cache.put_arrays(digest(context, result.number),
+                             {"rgb": np.asarray(result.rgb), "confidence": result.confidence}, _plain(result.info))
+            yield result
+        yield from waiting
+
+
+def _colored(number: int, arrays: dict, info: dict):
+    return ColoredFrame(number, arrays["rgb"], arrays.get("confidence"), {**info, "cached": True})
+
+
+def _file_digest(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_rgb8(array: np.ndarray, what: str, strict: bool) -> None:
+    if strict and (array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3):
+        raise JobFailed(
+            "invalid_content",
+            f"{what}: this backend takes HxWx3 uint8 sRGB, got {array.dtype} {list(array.shape)} "
+            "(send 8-bit RGB, or use a path input so the pipeline converts)",
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Backend info dicts may hold numpy scalars; keep what msgpack can carry."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool, bytes)) or value is None:
+        return value
+    return str(value)

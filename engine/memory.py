@@ -1,0 +1,283 @@
+"""Dynamic global-local memory at region level: LongAnimation's idea for flat fills.
+
+Local memory is the last colored frame: its regions are followed into the new
+frame with optical flow on the line art, so motion and camera pans keep their
+colors. Global memory is a bounded bank of region prototypes (shape, size,
+enclosing region's color, color) merged from every confidently colored region since
+the shot began, seeded with the keyframes; it recognises a character that comes
+back after hundreds of frames, and anchors colors so they cannot drift. Both
+answer with a color and a confidence per region; the caller fuses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from longanim.engine.regions import NEIGHBORS, RegionStats
+
+FLOW_WIDTH = 480  # line art is shrunk to about this width for optical flow
+
+
+@dataclass
+class Candidates:
+    color: np.ndarray  # (n+1, 3) uint8
+    confidence: np.ndarray  # (n+1,) float in [0, 1]; 0 = no candidate
+
+
+def flow_image(ink: np.ndarray) -> np.ndarray:
+    h, w = ink.shape
+    if w <= FLOW_WIDTH:
+        return ink
+    scale = FLOW_WIDTH / w
+    return cv2.resize(ink, (FLOW_WIDTH, max(8, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
+
+
+class LocalMemory:
+    """The previous frame's regions, carried into the next frame along the optical flow."""
+
+    def __init__(self) -> None:
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.grid: np.ndarray | None = None
+        self.small: np.ndarray | None = None
+        self.color: np.ndarray | None = None
+        self.confidence: np.ndarray | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.grid is None
+
+    def remember(self, stats: RegionStats, small: np.ndarray, color: np.ndarray, confidence: np.ndarray) -> None:
+        self.grid, self.small, self.color, self.confidence = stats.grid, small, color, confidence
+
+    def forget(self) -> None:
+        self.grid = self.small = self.color = self.confidence = None
+
+    def match(self, stats: RegionStats, small: np.ndarray) -> Candidates:
+        n = stats.count
+        if self.grid is None or self.grid.shape != stats.grid.shape:
+            return Candidates(np.zeros((n + 1, 3), np.uint8), np.zeros(n + 1))
+        warped = self._previous_labels_seen_from(stats, small)
+        return self._vote(stats, warped)
+
+    def _previous_labels_seen_from(self, stats: RegionStats, small: np.ndarray) -> np.ndarray:
+        """Previous frame's label at the place each current grid sample came from (-1 = outside)."""
+        flow = self._flow.calc(small, self.small, None)  # small(x) ~ previous(x + flow(x))
+        gh, gw = stats.grid.shape
+        sh, sw = small.shape
+        flow = cv2.resize(flow, (gw, gh), interpolation=cv2.INTER_LINEAR)
+        gx, gy = _grid_coords(gw, gh)
+        map_x = gx + flow[..., 0] * (gw / sw)
+        map_y = gy + flow[..., 1] * (gh / sh)
+        return cv2.remap(
+            self.grid.astype(np.float32),
+            map_x,
+            map_y,
+            cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=-1,
+        ).astype(np.int64)
+
+    def _vote(self, stats: RegionStats, warped: np.ndarray) -> Candidates:
+        """Each current region takes the previous region most of its samples came from."""
+        n, m = stats.count, self.color.shape[0] - 1
+        cur = stats.grid.ravel().astype(np.int64)
+        prev = warped.ravel() + 1  # 0 = outside the frame, 1 = line, 2.. = regions
+        width = m + 2
+        codes = cur * width + prev
+        if (n + 1) * width <= 4_000_000:
+            table = np.bincount(codes, minlength=(n + 1) * width).reshape(n + 1, width)
+            regions = table[:, 2:]
+            best = regions.argmax(axis=1)
+            hits = regions[np.arange(n + 1), best]
+            seen = table.sum(axis=1) - table[:, 1]
+        else:  # many tiny regions (hatching, noise): stay sparse
+            keys, counts = np.unique(codes, return_counts=True)
+            owner, source = np.divmod(keys, width)
+            seen = np.bincount(owner, counts * (source != 1), minlength=n + 1)
+            on_region = source >= 2
+            order = np.lexsort((counts[on_region], owner[on_region]))
+            best = np.zeros(n + 1, np.int64)
+            hits = np.zeros(n + 1, np.int64)
+            best[owner[on_region][order]] = source[on_region][order] - 2
+            hits[owner[on_region][order]] = counts[on_region][order]
+        previous = best + 1
+        # Votes are pooled by color: two halves of the sky that a character split and
+        # rejoined still agree.
+        color_ids = _color_ids(self.color)
+        by_color = np.zeros((n + 1, color_ids.max() + 1))
+        if (n + 1) * width <= 4_000_000:
+            np.add.at(by_color.T, color_ids[1:], regions.T)
+            winner = by_color.argmax(axis=1)
+            votes = by_color[np.arange(n + 1), winner]
+            share = hits / np.maximum(regions.sum(axis=0)[best], 1)
+        else:
+            np.add.at(by_color, (owner[on_region], color_ids[source[on_region] - 1]), counts[on_region])
+            winner = by_color.argmax(axis=1)
+            votes = by_color[np.arange(n + 1), winner]
+            successor_total = np.bincount(source[on_region] - 2, counts[on_region], minlength=m)
+            share = hits / np.maximum(successor_total[best], 1)
+        agreement = votes / np.maximum(seen, 1)
+        # 80% of a region's samples agreeing is as sure as flow on line art gets.
+        confidence = np.clip(agreement / 0.8, 0.0, 1.0)
+        # A region that holds only a small part of its source is a fragment: a newly revealed
+        # or newly arrived shape more often than a piece of the old one. Let the global memory judge.
+        confidence = np.where(share < 0.5, confidence * FRAGMENT_TRUST, confidence)
+        confidence = np.minimum(confidence, self.confidence[previous])
+        confidence[votes == 0] = 0.0
+        confidence[0] = 0.0
+        palette = _palette(self.color, color_ids)
+        return Candidates(palette[winner], confidence)
+
+
+FRAGMENT_TRUST = 0.6
+
+
+def _color_ids(color: np.ndarray) -> np.ndarray:
+    packed = color[:, 0].astype(np.int64) << 16 | color[:, 1].astype(np.int64) << 8 | color[:, 2]
+    _, ids = np.unique(packed, return_inverse=True)
+    return ids.ravel()
+
+
+def _palette(color: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    palette = np.zeros((ids.max() + 1, 3), np.uint8)
+    palette[ids] = color
+    return palette
+
+
+_COORDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid_coords(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    if (w, h) not in _COORDS:
+        _COORDS[(w, h)] = tuple(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+    return _COORDS[(w, h)]
+
+
+# How far apart two observations of one region may look, per descriptor column:
+# log area, two log shape moments, and offset from the enclosing region (in its radii).
+_SCALE = np.array([0.3, 0.3, 0.3, 0.35, 0.35], np.float32)
+# Squared-distance penalty for neighbours whose colors the prototype never had beside it,
+# weighted by their share of the boundary: context is what tells apart same-shaped parts
+# of different characters (a body next to this head is this character's body).
+CONTEXT_PENALTY = 8.0
+
+
+@dataclass
+class Observation:
+    """What the global memory is told or asked about regions of one frame."""
+
+    features: np.ndarray  # (k, 5): shape features + offset from parent
+    context: np.ndarray  # (k, NEIGHBORS, 3) int16 neighbours' colors, -1 where none or not yet known
+    contact: np.ndarray  # (k, NEIGHBORS) each neighbour's share of the boundary
+    color: np.ndarray | None = None  # (k, 3) uint8, when remembering
+
+    def rows(self, keep: np.ndarray) -> "Observation":
+        color = None if self.color is None else self.color[keep]
+        return Observation(self.features[keep], self.context[keep], self.contact[keep], color)
+
+
+class GlobalMemory:
+    """A bounded bank of region prototypes; similar observations of one color merge."""
+
+    def __init__(self, capacity: int = 512, merge_distance: float = 1.0) -> None:
+        self.capacity = capacity
+        self.merge_distance = merge_distance
+        self.features = np.zeros((0, _SCALE.size), np.float32)
+        self.context = np.zeros((0, NEIGHBORS, 3), np.int16)
+        self.color = np.zeros((0, 3), np.uint8)
+        self.weight = np.zeros(0, np.float32)
+        self.last_seen = np.zeros(0, np.int64)
+        self.pinned = np.zeros(0, bool)  # keyframe prototypes are never evicted
+
+    _FIELDS = ("features", "context", "color", "weight", "last_seen", "pinned")
+
+    def __len__(self) -> int:
+        return self.color.shape[0]
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self._FIELDS)
+
+    def distances(self, obs: Observation, *, context: bool = True) -> np.ndarray:
+        """Squared normalised distance from every observation (rows) to every prototype."""
+        diff = (obs.features[:, None, :] - self.features[None, :, :]) / _SCALE
+        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        if context:
+            same = np.all(obs.context[:, None, :, None, :] == self.context[None, :, None, :, :], axis=4)
+            foreign = ~same.any(axis=3) & (obs.context[:, None, :, 0] >= 0)  # (k, K, NEIGHBORS)
+            d2 = d2 + CONTEXT_PENALTY * np.einsum("ijm,im->ij", foreign.astype(np.float32), obs.contact)
+        return d2
+
+    def match(self, obs: Observation, *, excluded: np.ndarray | None = None) -> Candidates:
+        """Best prototype per observation, with a confidence that falls with distance and
+        with how close the nearest prototype of another color comes.
+
+        `excluded` (k x prototypes, bool) removes prototypes already accounted for by
+        other regions of the frame, e.g. the body of a character that is in view.
+        """
+        k = obs.features.shape[0]
+        if len(self) == 0 or k == 0:
+            return Candidates(np.zeros((k, 3), np.uint8), np.zeros(k))
+        d2 = self.distances(obs)
+        if excluded is not None:
+            d2 = np.where(excluded, d2 + EXCLUSION_PENALTY, d2)
+        best = d2.argmin(axis=1)
+        best_d2 = d2[np.arange(k), best]
+        other = np.any(self.color[None, :, :] != self.color[best][:, None, :], axis=2)
+        rival_d2 = np.where(other, d2, np.inf).min(axis=1)
+        closeness = np.exp(-best_d2 / 4.0)
+        margin = 1.0 - np.exp(-np.maximum(rival_d2 - best_d2, 0.0) / 2.0)
+        return Candidates(self.color[best], closeness * margin)
+
+    def remember(self, obs: Observation, frame: int, *, pinned: bool = False) -> None:
+        """Merge each observation into a close prototype of the same color and context, or add it."""
+        if obs.features.shape[0] == 0:
+            return
+        if len(self):
+            d2 = self.distances(obs)
+            same = np.all(obs.color[:, None, :] == self.color[None, :, :], axis=2)
+            d2 = np.where(same, d2, np.inf)
+            best = d2.argmin(axis=1)
+            close = d2[np.arange(d2.shape[0]), best] <= self.merge_distance
+        else:
+            best = np.zeros(obs.features.shape[0], np.int64)
+            close = np.zeros(obs.features.shape[0], bool)
+        for i in np.flatnonzero(close):
+            j = best[i]
+            w = self.weight[j]
+            if not self.pinned[j]:  # keyframes stay as drawn
+                self.features[j] += (obs.features[i] - self.features[j]) / (w + 1.0)
+            self.weight[j] = min(w + 1.0, 50.0)
+            self.last_seen[j] = frame
+        new = ~close
+        if new.any():
+            self._add(obs.rows(new), frame, pinned)
+
+    def _add(self, obs: Observation, frame: int, pinned: bool) -> None:
+        count = obs.features.shape[0]
+        added = {
+            "features": obs.features.astype(np.float32),
+            "context": obs.context.astype(np.int16),
+            "color": obs.color,
+            "weight": np.ones(count, np.float32),
+            "last_seen": np.full(count, frame, np.int64),
+            "pinned": np.full(count, pinned),
+        }
+        for name in self._FIELDS:
+            setattr(self, name, np.concatenate([getattr(self, name), added[name]]))
+        if len(self) > self.capacity:
+            self._evict(frame)
+
+    def _evict(self, frame: int) -> None:
+        """Drop the prototypes seen least and longest ago; keyframes stay."""
+        age = (frame - self.last_seen).astype(np.float32)
+        score = np.log1p(self.weight) - age / 500.0
+        score[self.pinned] = np.inf
+        keep = np.sort(np.argsort(-score, kind="stable")[: self.capacity])
+        for name in self._FIELDS:
+            setattr(self, name, getattr(self, name)[keep])
+
+
+EXCLUSION_PENALTY = 6.0

@@ -1,0 +1,197 @@
+"""One shot from files to files: line-art sequence in -> backend -> colored sequence out.
+
+The CLI, the engine server and farm jobs all go through `colorize_shot`, so a frame
+colorized anywhere is byte-identical. Outputs keep the input's frame numbers, bit
+depth, color space and alpha; every file is written atomically, and `report.json`
+is written last, so a folder without it is an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from longanim.engine.backends import create_backend
+from longanim.engine.backends.base import Backend, CancelFn, ColoredFrame, Keyframe, ProgressFn
+from longanim.engine.colorspace import to_display_float
+from longanim.engine.errors import InputError
+from longanim.engine.image_files import ImageData, atomic_write, read_image
+from longanim.engine.sequence_in import Sequence as FrameSequence
+from longanim.engine.sequence_in import frame_number_from_path, open_sequence
+from longanim.engine.sequence_out import SequenceWriter
+
+REPORT_NAME = "report.json"
+CONFIDENCE_DIR = "confidence"
+REVIEW_FRACTION = 0.01  # a frame with more of its pixels below the review threshold is listed for review
+
+
+@dataclass(frozen=True)
+class RefSpec:
+    """A colored reference image and the frame it shows (None: read it from the file name)."""
+
+    path: Path
+    frame: int | None = None
+
+
+@dataclass
+class ShotReport:
+    backend: str
+    lineart: str
+    outdir: str
+    frames: list[int] = field(default_factory=list)
+    keyframes: list[int] = field(default_factory=list)
+    review_fraction: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def needs_review(self) -> list[int]:
+        return [n for n, f in self.review_fraction.items() if f > REVIEW_FRACTION]
+
+    def to_json(self) -> dict:
+        return {
+            "backend": self.backend,
+            "lineart": self.lineart,
+            "frames": self.frames,
+            "keyframes": self.keyframes,
+            "needs_review": self.needs_review,
+            "review_fraction": {str(n): round(f, 5) for n, f in self.review_fraction.items()},
+            "seconds": round(self.seconds, 3),
+            "fps": round(len(self.frames) / self.seconds, 3) if self.seconds else None,
+        }
+
+
+def colorize_shot(
+    lineart_source: str | Path,
+    refs: Sequence[RefSpec],
+    outdir: str | Path,
+    *,
+    backend: str | Backend = "paint",
+    backend_options: dict | None = None,
+    frames: tuple[int, int] | None = None,
+    out_ext: str | None = None,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+    on_frame: Callable[[ColoredFrame, Path], None] | None = None,
+) -> ShotReport:
+    started = time.perf_counter()
+    whole = open_sequence(lineart_source)
+    shot = open_sequence(lineart_source, frames) if frames else whole
+    if not refs:
+        raise InputError("at least one colored reference keyframe is needed (--ref REF.png[:FRAME])")
+    keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
+    engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
+
+    outdir = Path(outdir)
+    ext = (out_ext or ("png" if shot.path_for(shot.frames[0]) is None else shot.ext)).lower().lstrip(".")
+    first = shot.read(shot.frames[0])
+    writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding)
+    _refuse_overwriting_input(writer, shot)
+    confidence_writer = SequenceWriter(outdir / CONFIDENCE_DIR, shot.name, "png", depth="8", padding=shot.padding)
+
+    report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
+    alphas: dict[int, np.ndarray | None] = {}
+    total = len(shot.frames)
+    for done, result in enumerate(
+        engine.colorize(_lineart_frames(shot, alphas), keyframes, progress=progress, cancelled=cancelled), 1
+    ):
+        alpha = alphas.pop(result.number, None)
+        path = writer.write_display(result.number, result.rgb, alpha)
+        confidence_writer.write_display(result.number, _confidence_image(result.confidence))
+        report.frames.append(result.number)
+        report.review_fraction[result.number] = float(result.info.get("review_fraction", 0.0))
+        if on_frame is not None:
+            on_frame(result, path)
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            progress({"stage": "frame", "frame": result.number, "done": done, "total": total,
+                      "eta_s": elapsed / done * (total - done)})
+    if report.frames != shot.frames:
+        raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... for {shot.frames[:5]}...")
+    report.seconds = time.perf_counter() - started
+    write_json(outdir / REPORT_NAME, report.to_json())
+    return report
+
+
+def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_frame: int) -> list[Keyframe]:
+    """Read each reference, decide its frame, and pair it with that frame's line art."""
+    keyframes: dict[int, Keyframe] = {}
+    size = (whole.width, whole.height)
+    for ref in refs:
+        path = Path(ref.path)
+        frame = ref.frame
+        if frame is None:
+            named = frame_number_from_path(path)
+            frame = named if named is not None and named in whole.frames else default_frame
+        if frame not in whole.frames:
+            raise InputError(
+                f"reference {path} is for frame {frame}, outside the line-art sequence "
+                f"({whole.frames[0]}-{whole.frames[-1]})"
+            )
+        if frame in keyframes:
+            raise InputError(f"two references are given for frame {frame}")
+        image = read_image(path)
+        if (image.width, image.height) != size:
+            raise InputError(
+                f"reference {path} is {image.width}x{image.height} but the line art is {size[0]}x{size[1]}"
+            )
+        color, _ = display_rgb_on_white(image)
+        lineart, _ = display_rgb_on_white(whole.read(frame))
+        keyframes[frame] = Keyframe(frame, color, lineart)
+    return [keyframes[n] for n in sorted(keyframes)]
+
+
+def display_rgb_on_white(image: ImageData) -> tuple[np.ndarray, np.ndarray | None]:
+    """HxWx3 uint8 sRGB as the colorizer sees it: transparent areas are paper white.
+
+    Returns the alpha too (float32, straight) so the output can carry it unchanged.
+    """
+    pixels = to_display_float(image)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    alpha = None
+    if pixels.shape[2] in (2, 4):
+        alpha = np.clip(pixels[..., -1], 0.0, 1.0)
+        pixels = pixels[..., :-1]
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    pixels = np.clip(pixels, 0.0, 1.0)
+    if alpha is not None:
+        pixels = pixels * alpha[..., None] + (1.0 - alpha[..., None])
+    return np.round(pixels * 255.0).astype(np.uint8), alpha
+
+
+def _lineart_frames(shot: FrameSequence, alphas: dict) -> Iterator[tuple[int, np.ndarray]]:
+    size = (shot.width, shot.height)
+    for number in shot.frames:
+        image = shot.read(number)
+        if (image.width, image.height) != size:
+            raise InputError(f"frame {number} is {image.width}x{image.height}, the shot is {size[0]}x{size[1]}")
+        rgb, alphas[number] = display_rgb_on_white(image)
+        yield number, rgb
+
+
+def _output_depth(first: ImageData, ext: str) -> str:
+    if ext == "exr":
+        return first.depth if first.depth in ("half", "float") else "half"
+    return first.depth if first.depth in ("8", "16") else "16"
+
+
+def _refuse_overwriting_input(writer: SequenceWriter, shot: FrameSequence) -> None:
+    source = shot.path_for(shot.frames[0])
+    if source is not None and writer.path_for(shot.frames[0]).resolve() == Path(source).resolve():
+        raise InputError(f"the output folder {writer.outdir} would overwrite the line art; choose another -o")
+
+
+def _confidence_image(confidence: np.ndarray) -> np.ndarray:
+    gray = np.round(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True).encode()
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(text))

@@ -1,0 +1,112 @@
+"""Per-region facts the memory matches on: size, shape, position, and who encloses whom.
+
+Everything is measured on a strided sample grid (every `step`-th pixel), which keeps
+a 1080p frame's statistics to a few milliseconds; areas are scaled back to pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from longanim.engine.segment import Segmentation
+
+# Columns of RegionStats.shape_features(): log area, log of the two second moments per area.
+SHAPE_DIMS = 3
+NEIGHBORS = 4
+
+
+@dataclass
+class RegionStats:
+    grid: np.ndarray  # h x w int32 labels sampled every `step` pixels
+    step: int
+    count: int
+    samples: np.ndarray  # (count+1,) grid samples per label
+    area: np.ndarray  # (count+1,) float, pixels (samples * step**2)
+    centroid: np.ndarray  # (count+1, 2) x, y in full-resolution pixels
+    moments: np.ndarray  # (count+1, 2) larger and smaller eigenvalue of the covariance, pixels**2
+    border: np.ndarray  # (count+1,) bool: region touches the frame edge (it may be cut off)
+    neighbors: np.ndarray  # (count+1, NEIGHBORS) int: neighbours across a line, longest boundary first, 0 = none
+    contact: np.ndarray  # (count+1, NEIGHBORS) float: each neighbour's share of the region's boundary
+
+    @property
+    def parent(self) -> np.ndarray:
+        """The neighbour sharing the longest boundary: the enclosing region for nested parts."""
+        return self.neighbors[:, 0]
+
+    def shape_features(self) -> np.ndarray:
+        area = np.maximum(self.area, 1.0)
+        m = np.maximum(self.moments, 1e-3)
+        return np.stack([np.log(area), np.log(m[:, 0] / area), np.log(m[:, 1] / area)], axis=1)
+
+
+def grid_step(height: int, width: int) -> int:
+    """Sample roughly a 960x540 grid whatever the frame size."""
+    return max(1, int(round(min(height, width) / 540)))
+
+
+def measure(seg: Segmentation, step: int) -> RegionStats:
+    grid = np.ascontiguousarray(seg.labels[::step, ::step])
+    gh, gw = grid.shape
+    n = seg.count
+    flat = grid.ravel()
+    samples = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    ys, xs = np.indices((gh, gw), dtype=np.float32)
+    xs = xs.ravel() * step
+    ys = ys.ravel() * step
+    denom = np.maximum(samples, 1.0)
+    sx = np.bincount(flat, xs, minlength=n + 1) / denom
+    sy = np.bincount(flat, ys, minlength=n + 1) / denom
+    sxx = np.bincount(flat, xs * xs, minlength=n + 1) / denom - sx * sx
+    syy = np.bincount(flat, ys * ys, minlength=n + 1) / denom - sy * sy
+    sxy = np.bincount(flat, xs * ys, minlength=n + 1) / denom - sx * sy
+    half_trace = (sxx + syy) / 2
+    spread = np.sqrt(np.maximum(((sxx - syy) / 2) ** 2 + sxy * sxy, 0.0))
+    moments = np.stack([half_trace + spread, np.maximum(half_trace - spread, 0.0)], axis=1)
+    border = np.zeros(n + 1, bool)
+    for edge in (grid[0], grid[-1], grid[:, 0], grid[:, -1]):
+        border[edge] = True
+    return RegionStats(
+        grid=grid,
+        step=step,
+        count=n,
+        samples=samples,
+        area=samples * step * step,
+        centroid=np.stack([sx, sy], axis=1),
+        moments=moments,
+        border=border,
+        **_neighbors(grid, n),
+    )
+
+
+def _neighbors(grid: np.ndarray, n: int) -> dict:
+    """Each region's neighbours across a line, by length of shared boundary."""
+    filled = grid.astype(np.uint16) if n < 65535 else grid.astype(np.float32)
+    square = np.ones((3, 3), np.uint8)
+    for _ in range(4):  # lines are a few grid pixels wide; close them so neighbours touch
+        zero = cv2.compare(filled, 0, cv2.CMP_EQ)
+        if not cv2.countNonZero(zero):
+            break
+        np.copyto(filled, cv2.dilate(filled, square), where=zero.view(bool))
+    filled = filled.astype(np.int64)
+    pairs = []
+    for a, b in ((filled[:, :-1], filled[:, 1:]), (filled[:-1, :], filled[1:, :])):
+        diff = (a != b) & (a > 0) & (b > 0)
+        pairs.append(a[diff] * (n + 1) + b[diff])
+        pairs.append(b[diff] * (n + 1) + a[diff])
+    codes, contact = np.unique(np.concatenate(pairs), return_counts=True)
+    neighbors = np.zeros((n + 1, NEIGHBORS), np.int64)
+    share = np.zeros((n + 1, NEIGHBORS), np.float32)
+    if codes.size:
+        owner, neighbour = np.divmod(codes, n + 1)
+        order = np.lexsort((-contact, owner))
+        owner, neighbour, contact = owner[order], neighbour[order], contact[order]
+        first = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
+        rank = np.arange(owner.size) - np.repeat(first, np.diff(np.r_[first, owner.size]))
+        total = np.bincount(owner, contact, minlength=n + 1)
+        top = rank < NEIGHBORS
+        neighbors[owner[top], rank[top]] = neighbour[top]
+        share[owner[top], rank[top]] = contact[top] / total[owner[top]]
+    return {"neighbors": neighbors, "contact": share}

@@ -1,0 +1,481 @@
+"""The engine's control loop: one ROUTER socket that every client talks to.
+
+The loop only decodes, validates and answers; colorizing runs on the job workers,
+so a ping or a cancel is answered within milliseconds even while a long job runs.
+Every incoming message is checked (size, wire format, version, schema) and any
+failure becomes an error reply: a bad peer never crashes or stalls the engine.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import zmq
+
+import longanim
+from longanim.engine.errors import InputError
+from longanim.engine.file_access import Roots
+from longanim.engine.jobs import EVENTS_ENDPOINT, RESULT_CREDITS, FrameFeed, Job, JobManager
+from longanim.engine.result_cache import ResultCache
+from longanim.protocol import messages as M
+from longanim.protocol.client import default_token_path
+from longanim.protocol.wire import (
+    PROTOCOL_VERSION,
+    Message,
+    WireError,
+    compatible,
+    deserialize,
+    frames_nbytes,
+    make_message,
+    serialize,
+    split_envelope,
+    unpack_map,
+)
+
+log = logging.getLogger("longanim.engine")
+
+HEARTBEAT_S = 1.0
+DEDUP_REPLIES = 4096
+PEER_STALL_S = 30.0
+SNDHWM = 64
+
+
+@dataclass
+class ServeConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    roots: list[str] = field(default_factory=list)
+    cache_dir: str | None = None
+    insecure: bool = False
+    curve_keys: str | None = None
+    allowed_clients: str | None = None
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    max_message_bytes: int = 1 << 30
+    token_file: str | None = None
+
+
+def is_loopback(bind: str) -> bool:
+    """ipc:// and inproc:// never leave the machine; tcp:// must name a loopback address."""
+    parts = urlsplit(bind)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    if parts.scheme != "tcp":
+        raise InputError(f"--bind {bind!r}: use tcp://HOST:PORT (or ipc://PATH)")
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: reachable from elsewhere
+
+
+def check_bind(config: ServeConfig) -> None:
+    if not is_loopback(config.bind) and not config.curve_keys and not config.insecure:
+        raise InputError(
+            f"refusing to listen on {config.bind} without encryption: anyone on the network could "
+            "submit jobs and read results. Create keys with `longanim keys DIR` and pass "
+            "--curve-keys DIR, or pass --insecure if this network is trusted."
+        )
+
+
+class EngineServer:
+    def __init__(self, config: ServeConfig):
+        check_bind(config)
+        self.config = config
+        self.session = uuid.uuid4().hex
+        self.roots = Roots(config.roots)
+        self.cache = ResultCache(config.cache_dir)
+        self.ctx = zmq.Context()
+        self._auth = None
+        self._stopping = False
+        self._replies: collections.OrderedDict = collections.OrderedDict()
+        self._pending: dict[bytes, collections.deque] = {}
+        self.token = secrets.token_hex(32)
+        self.token_path = Path(config.token_file) if config.token_file else default_token_path(config.bind)
+
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 500)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, SNDHWM)
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+        if config.curve_keys:
+            from longanim.engine.curve_keys import configure_server
+
+            self._auth = configure_server(self.router, self.ctx, config.curve_keys, config.allowed_clients)
+        try:
+            self.router.bind(config.bind)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise InputError(f"cannot listen on {config.bind}: {exc}") from None
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.events = self.ctx.socket(zmq.PULL)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.bind(EVENTS_ENDPOINT)
+        self.jobs = JobManager(self.ctx, config.devices, self.cache, self.roots, self.session)
+        self._write_token()
+        self._handlers = {
+            M.HELLO: self._hello,
+            M.CAPABILITIES: self._capabilities,
+            M.SUBMIT: self._submit,
+            M.APPEND: self._append,
+            M.CANCEL: self._cancel,
+            M.STATUS: self._status,
+            M.REATTACH: self._reattach,
+            M.PING: self._ping,
+            M.SHUTDOWN: self._shutdown,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _write_token(self) -> None:
+        """Shutdown needs this token: only users who can read the file (mode 0600) have it."""
+        self.token_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.token_path.with_name(f".{self.token_path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token + "\n")
+        os.replace(tmp, self.token_path)
+
+    def serve_forever(self) -> None:
+        self.jobs.start()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                ready = dict(poller.poll(2 if self._pending else 200))
+                for _ in range(64):  # take turns so neither socket starves the other
+                    if self.router in ready and not self._recv_one(self.router, self._on_request):
+                        ready.pop(self.router)
+                    if self.events in ready and not self._recv_one(self.events, self._on_event):
+                        ready.pop(self.events)
+                    if not ready:
+                        break
+                self._flush_pending()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        if getattr(self, "jobs", None) is not None:
+            self.jobs.stop()
+        for sock in (getattr(self, "router", None), getattr(self, "events", None)):
+            if sock is not None and not sock.closed:
+                sock.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        try:
+            if self.token_path.read_text().strip() == self.token:
+                self.token_path.unlink()
+        except OSError:
+            pass
+        self.ctx.term()
+
+    def _recv_one(self, sock: zmq.Socket, handler) -> bool:
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        try:
+            handler(frames)
+        except Exception:  # the loop must survive anything a message can trigger
+            log.error("unexpected error handling a message:\n%s", traceback.format_exc())
+        return True
+
+    # -- sending with backpressure -------------------------------------------------------
+
+    def _send(self, ids: list, frames: list, job: Job | None = None) -> None:
+        key = ids[0] if ids else b""
+        queue = self._pending.get(key)
+        if queue:
+            queue.append((ids, frames, job, time.monotonic()))
+            return
+        if not self._try_send(ids, frames, job):
+            self._pending.setdefault(key, collections.deque()).append((ids, frames, job, time.monotonic()))
+
+    def _try_send(self, ids: list, frames: list, job: Job | None) -> bool:
+        try:
+            self.router.send_multipart([*ids, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                log.warning("dropping a message: %s", exc)
+            # The client is gone: drop it; results stay in the cache for a reattach.
+        if job is not None:
+            job.credits.release()
+        return True
+
+    def _flush_pending(self) -> None:
+        now = time.monotonic()
+        for key in list(self._pending):
+            queue = self._pending[key]
+            while queue:
+                ids, frames, job, since = queue[0]
+                if not self._try_send(ids, frames, job):
+                    if now - since > PEER_STALL_S:  # a client that stopped reading
+                        log.warning("client %s took nothing for %.0f s; dropping %d messages",
+                                    key.hex(), PEER_STALL_S, len(queue))
+                        for _, _, stalled_job, _ in queue:
+                            if stalled_job is not None:
+                                stalled_job.credits.release()
+                        queue.clear()
+                    break
+                queue.popleft()
+            if not queue:
+                del self._pending[key]
+
+    def _reply(self, ids: list, request: Message | None, content: dict, parent: dict | None = None) -> list:
+        msg_type = M.reply_type(request.msg_type) if request is not None else M.ERROR
+        msg = make_message(msg_type, self.session, content, parent=request.header if request else parent)
+        frames = serialize(msg)
+        self._send(ids, frames)
+        return frames
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _on_request(self, raw: list) -> None:
+        try:
+            ids, frames = split_envelope(raw)
+        except WireError as exc:
+            self._reply([raw[0].bytes], None, M.error_content(exc.code, str(exc)))
+            return
+        if not ids:
+            return
+        ids = [f.bytes for f in ids]
+        size = frames_nbytes(frames)
+        if size > self.config.max_message_bytes:
+            self._reply(ids, None, M.error_content(
+                "too_large", f"message is {size} bytes; this engine accepts at most "
+                f"{self.config.max_message_bytes} (send frames in several append_request messages)"),
+                parent=_best_effort_header(frames))
+            return
+        try:
+            msg = deserialize(frames)
+        except WireError as exc:
+            self._reply(ids, None, M.error_content(exc.code, str(exc)), parent=_best_effort_header(frames))
+            return
+        if not compatible(msg.header["version"]):
+            self._reply(ids, msg, M.error_content(
+                "incompatible_version",
+                f"client speaks protocol {msg.header['version']}, this engine speaks {PROTOCOL_VERSION}; "
+                "major versions must match: update the client or the engine"))
+            return
+        dedup_key = (msg.header["session"], msg.header.get("seq"))
+        if dedup_key[1] is not None and dedup_key in self._replies:
+            self._send(ids, self._replies[dedup_key])  # a retried request: same answer, no second job
+            return
+        try:
+            if msg.msg_type not in M.SCHEMAS and msg.msg_type in M.EVENTS + (M.ERROR,):
+                raise M.ProtocolError("unknown_msg_type", f"{msg.msg_type!r} is sent by the engine, not to it")
+            M.validate_request(msg)
+            content = self._handlers[msg.msg_type](ids, msg)
+        except M.ProtocolError as exc:
+            content = exc.as_content()
+        except InputError as exc:
+            content = M.error_content("input_error", str(exc))
+        except Exception as exc:
+            log.error("request %s failed:\n%s", msg.msg_type, traceback.format_exc())
+            content = M.error_content("internal", f"{type(exc).__name__}: {exc}")
+        frames = self._reply(ids, msg, content)
+        if dedup_key[1] is not None:
+            self._replies[dedup_key] = frames
+            while len(self._replies) > DEDUP_REPLIES:
+                self._replies.popitem(last=False)
+        if msg.msg_type == M.SHUTDOWN and content.get("status") == "ok":
+            self._flush_pending()
+            self.stop()
+
+    def _hello(self, ids, msg: Message) -> dict:
+        theirs = msg.content["protocol_version"]
+        if not compatible(theirs):
+            raise M.ProtocolError(
+                "incompatible_version",
+                f"client wants protocol {theirs}, this engine speaks {PROTOCOL_VERSION}; "
+                "update whichever side is older")
+        return {
+            "status": "ok",
+            "protocol_version": PROTOCOL_VERSION,
+            "engine_version": longanim.__version__,
+            "engine_session": self.session,
+            "heartbeat_s": HEARTBEAT_S,
+            "capabilities": self._capabilities(ids, msg),
+        }
+
+    def _capabilities(self, ids, msg) -> dict:
+        from longanim.engine.backends import available_backends
+
+        return {
+            "status": "ok",
+            "backends": available_backends(),
+            "devices": [_describe_device(d) for d in self.jobs.devices],
+            "max_message_bytes": self.config.max_message_bytes,
+            "max_frame_side": M.MAX_SIDE,
+            "dtypes": sorted(M.DTYPES),
+            "channels": [1, 3, 4],
+            "input_kinds": ["inline", "path"] if self.roots else ["inline"],
+            "output_kinds": ["inline", "path"] if self.roots else ["inline"],
+            "cache": self.cache.enabled,
+            "result_credits": RESULT_CREDITS,
+        }
+
+    def _submit(self, ids, msg: Message) -> dict:
+        from longanim.engine.backends import available_backends
+
+        content = dict(msg.content)
+        if content["backend"] not in available_backends():
+            raise M.ProtocolError("unknown_backend", f"unknown backend {content['backend']!r:.60}; "
+                                  f"choose one of: {', '.join(available_backends())}")
+        job = Job(uuid.uuid4().hex, msg.header["session"], ids, msg.header, content)
+        inp = content["input"]
+        if inp["kind"] == "inline":
+            frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in inp["frames"]]
+            job.feed = FrameFeed(frames, bool(inp.get("more", False)))
+            content["_buffers"] = msg.buffers
+            if job.feed.complete:
+                job.frames_total = job.feed.count
+        else:
+            content["_paths"] = {
+                "lineart": self.roots.resolve_pattern(inp["lineart"]),
+                "refs": [(self.roots.resolve_input(r["path"]), r.get("frame")) for r in content.get("refs", [])],
+                "output": self.roots.resolve_output(content["output"]["path"]),
+            }
+            rng = inp.get("frames")
+            if rng:
+                job.frames_total = rng[1] - rng[0] + 1
+        self.jobs.submit(job)
+        return {"status": "ok", "job_id": job.id, "state": job.state, "queue_length": self.jobs.queue_position()}
+
+    def _append(self, ids, msg: Message) -> dict:
+        job = self.jobs.get(msg.content["job_id"])
+        if job.feed is None:
+            raise M.ProtocolError("conflict", f"job {job.id} takes no more frames (state {job.state})")
+        frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in msg.content["frames"]]
+        job.feed.append(frames, msg.content["more"])
+        if job.feed.complete:
+            job.frames_total = job.feed.count
+        return {"status": "ok", "job_id": job.id, "frames_received": job.feed.count}
+
+    def _cancel(self, ids, msg: Message) -> dict:
+        job = self.jobs.get(msg.content["job_id"])
+        if not job.final:
+            job.cancel.set()
+            if job.state == "queued":
+                job.state, job.finished = "cancelled", time.time()
+                job.feed = None
+                done = make_message(M.DONE, self.session, {**job.summary(), "elapsed_s": 0.0},
+                                    parent=job.submit_header)
+                self._send(job.identity, serialize(done))
+        return {"status": "ok", "job_id": job.id, "state": job.state}
+
+    def _status(self, ids, msg: Message) -> dict:
+        job_id = msg.content.get("job_id")
+        jobs = [self.jobs.get(job_id)] if job_id else sorted(self.jobs.list(), key=lambda j: j.created)
+        return {"status": "ok", "jobs": [j.summary() for j in jobs], "engine_session": self.session}
+
+    def _reattach(self, ids, msg: Message) -> dict:
+        """Events of the job go to the caller from now on; with `resend`, finished inline
+        results are sent again from the cache (and job_done, if the job has ended)."""
+        job = self.jobs.get(msg.content["job_id"])
+        job.identity = ids
+        resend = []
+        if msg.content.get("resend", False):
+            resend = sorted(job.done_keys.items())
+            threading.Thread(target=self._resend, args=(job, resend), daemon=True,
+                             name=f"resend-{job.id[:8]}").start()
+        return {"status": "ok", "job": job.summary(), "resending": len(resend)}
+
+    def _resend(self, job: Job, items: list) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(EVENTS_ENDPOINT)
+        try:
+            for number, key in items:
+                hit = self.cache.get_arrays(key)
+                if hit is None:
+                    continue
+                arrays, info = hit
+                bufs: list = []
+                content = {"job_id": job.id, "number": number, "rgb": M.array_desc(arrays["rgb"], bufs),
+                           "cached": True, "resent": True, "info": info}
+                if job.content.get("confidence") and "confidence" in arrays:
+                    content["confidence"] = M.array_desc(arrays["confidence"], bufs)
+                while not job.credits.acquire(timeout=0.5):
+                    if self._stopping:
+                        return
+                msg = make_message(M.RESULT, self.session, content, parent=job.submit_header, buffers=bufs)
+                push.send_multipart([job.id.encode(), b"r", *serialize(msg)], copy=False)
+            if job.final:
+                done = make_message(M.DONE, self.session, {**job.summary(), "resent": True},
+                                    parent=job.submit_header)
+                push.send_multipart([job.id.encode(), b"e", *serialize(done)])
+        finally:
+            push.close()
+
+    def _ping(self, ids, msg: Message) -> dict:
+        running = sum(1 for j in self.jobs.list() if j.state == "running")
+        return {"status": "ok", "time": time.time(), "jobs_running": running}
+
+    def _shutdown(self, ids, msg: Message) -> dict:
+        if not secrets.compare_digest(msg.content["token"].encode(), self.token.encode()):
+            raise M.ProtocolError("unauthorized", f"wrong shutdown token (it is in {self.token_path}, "
+                                  "readable only by the user running the engine)")
+        return {"status": "ok"}
+
+    # -- events from workers ------------------------------------------------------------
+
+    def _on_event(self, frames: list) -> None:
+        job_id, kind, rest = frames[0].bytes.decode(), frames[1].bytes, frames[2:]
+        job = self.jobs.jobs.get(job_id)
+        if job is None:
+            return
+        self._send(job.identity, rest, job if kind == b"r" else None)
+
+
+def _best_effort_header(frames: list) -> dict | None:
+    """The header of a message that failed validation, if it can be read, so the client
+    can match the error reply to its request."""
+    try:
+        header = unpack_map(frames[1].buffer if hasattr(frames[1], "buffer") else frames[1], "header")
+        if isinstance(header.get("msg_id"), str) and len(header["msg_id"]) <= 256:
+            return {k: header[k] for k in ("msg_id", "msg_type", "session", "version", "date")
+                    if isinstance(header.get(k), str) and len(header[k]) <= 256}
+    except Exception:
+        pass
+    return None
+
+
+def _describe_device(device: str) -> dict:
+    info: dict = {"name": device}
+    if device == "cpu":
+        try:
+            info["memory_total_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            pass
+    elif device.startswith("cuda") and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        try:
+            free, total = torch.cuda.mem_get_info(torch.device(device))
+            info.update(memory_total_bytes=total, memory_free_bytes=free)
+        except Exception:
+            pass
+    return info

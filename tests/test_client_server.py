@@ -1,0 +1,240 @@
+"""Client library against a real `longanim serve` process: requests, jobs, events."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from engine_helpers import Engine
+from longanim.engine.backends import create_backend
+from longanim.engine.backends.base import Keyframe
+from longanim.engine.synthetic import make_shot
+from longanim.protocol import messages as M
+from longanim.protocol.client import EngineClient, EngineError
+from longanim.protocol.wire import PROTOCOL_VERSION, deserialize, make_message, serialize
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    with Engine(tmp_path_factory.mktemp("engine")) as eng:
+        yield eng
+
+
+@pytest.fixture
+def client(engine):
+    with engine.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shot():
+    s = make_shot(num_frames=30, width=96, height=64, seed=3)
+    frames = [(1001 + i, s.lineart(i)) for i in range(8)]
+    keyframes = [(1001, s.color(0), s.lineart(0))]
+    return frames, keyframes
+
+
+def serial_paint(frames, keyframes):
+    backend = create_backend("paint")
+    kfs = [Keyframe(n, c, l) for n, c, l in keyframes]
+    return {r.number: r.rgb for r in backend.colorize(frames, kfs)}
+
+
+def test_hello_reports_version_and_capabilities(client):
+    info = client.hello()
+    assert info["protocol_version"] == PROTOCOL_VERSION
+    caps = info["capabilities"]
+    assert {"paint", "passthrough"} <= set(caps["backends"])
+    assert caps["devices"][0]["name"] == "cpu" and caps["input_kinds"] == ["inline"]
+    assert client.capabilities()["max_message_bytes"] == caps["max_message_bytes"]
+    assert client.ping() > 0
+
+
+def test_paint_job_round_trip_matches_in_process_run(client, shot):
+    frames, keyframes = shot
+    job = client.submit_frames(frames, keyframes, backend="paint", confidence=True, cache=False)
+    results = {r.number: r for r in job.results(timeout=30)}
+    assert job.state == "done" and sorted(results) == [n for n, _ in frames]
+    expected = serial_paint(frames, keyframes)
+    for number, result in results.items():
+        assert np.array_equal(result.rgb, expected[number])
+        assert result.confidence.shape == result.rgb.shape[:2] and result.confidence.dtype == np.float32
+    assert job.summary["frames_done"] == len(frames) and job.summary["error"] is None
+
+
+def test_second_identical_job_comes_from_the_cache(client, shot):
+    frames, keyframes = shot
+    first = client.submit_frames(frames[:4], keyframes, backend="paint", label="first")
+    assert all(not r.cached for r in first.results(timeout=30))
+    again = client.submit_frames(frames[:4], keyframes, backend="paint", label="again")
+    results = list(again.results(timeout=30))
+    assert [r.cached for r in results] == [True] * 4
+    assert again.summary["frames_cached"] == 4
+    changed = [(n, 255 - a) for n, a in frames[:4]]
+    assert not any(r.cached for r in client.submit_frames(changed, keyframes, backend="paint").results(30))
+
+
+def test_streamed_input_in_several_messages(client):
+    frames = [(n, np.full((32, 48, 4), n, np.uint8)) for n in range(12)]
+    job = client.submit_frames(frames, backend="passthrough", chunk_bytes=3 * 32 * 48 * 4, cache=False)
+    results = {r.number: r.rgb for r in job.results(timeout=30)}
+    assert job.state == "done" and job.frames_total == 12
+    assert all(np.array_equal(results[n], a) for n, a in frames)
+
+
+def test_non_blocking_poll_as_a_gui_timer_would(client):
+    frames = [(n, np.full((8, 8, 3), n, np.uint8)) for n in range(5)]
+    job = client.submit_frames(frames, backend="passthrough", cache=False)
+    got, kinds = {}, set()
+    deadline = time.monotonic() + 30
+    while not job.final and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        for event in client.poll():  # timeout 0: returns at once
+            kinds.add(event.msg_type)
+        assert time.monotonic() - t0 < 5  # generous: "does not wait for the job"
+        got.update({r.number: r for r in job.poll()})
+        time.sleep(0.01)
+    assert job.state == "done" and sorted(got) == list(range(5))
+    assert {M.PROGRESS, M.RESULT, M.DONE} <= kinds
+
+
+def test_errors_come_back_as_error_replies(client):
+    with pytest.raises(EngineError) as err:
+        client.submit_frames([(1, np.zeros((4, 4, 3), np.uint8))], backend="nope")
+    assert err.value.code == "unknown_backend" and "passthrough" in str(err.value)
+    with pytest.raises(EngineError) as err:
+        client.status("no-such-job")
+    assert err.value.code == "not_found"
+    with pytest.raises(EngineError) as err:
+        client.request(M.SUBMIT, {"backend": "paint", "input": {"kind": "inline", "frames": [1]}})
+    assert err.value.code == "invalid_content" and "input.frames[0]" in str(err.value)
+    with pytest.raises(EngineError) as err:  # inline input without path roots configured
+        client.submit_paths("/tmp/x.####.png", [("/tmp/r.png", 1)], "/tmp/out")
+    assert err.value.code == "forbidden"
+    assert client.ping() > 0
+
+
+def test_failed_job_reports_its_error(client):
+    # paint needs HxWx3 uint8; RGBA fails the job, never the engine
+    job = client.submit_frames([(1, np.zeros((8, 8, 4), np.uint8))], [(1, np.zeros((8, 8, 3), np.uint8))],
+                               backend="paint", cache=False)
+    with pytest.raises(EngineError, match="HxWx3 uint8"):
+        list(job.results(timeout=30))
+    assert job.state == "failed" and job.error["code"] == "invalid_content"
+    bad_option = client.submit_frames([(1, np.zeros((8, 8, 3), np.uint8))], backend="paint",
+                                      options={"gap_close": 99}, cache=False)
+    assert bad_option.wait(30) == "failed" and "gap_close" in bad_option.error["message"]
+    assert client.ping() > 0
+
+
+def test_two_clients_at_once_each_get_their_own_results(engine):
+    a_frames = [(n, np.full((16, 16, 3), n, np.uint8)) for n in range(10)]
+    b_frames = [(n, np.full((16, 16, 3), 100 + n, np.uint8)) for n in range(10)]
+    with engine.client() as a, engine.client() as b:
+        job_a = a.submit_frames(a_frames, backend="passthrough", cache=False)
+        job_b = b.submit_frames(b_frames, backend="passthrough", cache=False)
+        res_a = {r.number: r.rgb for r in job_a.results(30)}
+        res_b = {r.number: r.rgb for r in job_b.results(30)}
+        assert job_b.id not in a.jobs and job_a.id not in b.jobs
+    assert all(np.array_equal(res_a[n], x) for n, x in a_frames)
+    assert all(np.array_equal(res_b[n], x) for n, x in b_frames)
+
+
+def test_cancel_stops_a_running_job_and_control_stays_responsive(client):
+    # Streamed input that never completes keeps the job running until cancelled.
+    frames = [(0, np.zeros((8, 8, 3), np.uint8))]
+    job = client.request(M.SUBMIT, {"backend": "passthrough", "cache": False,
+                                    "input": {"kind": "inline", "frames": [
+                                        {"number": 0, "array": M.array_desc(frames[0][1], bufs := [])}],
+                                        "more": True}}, bufs).content["job_id"]
+    deadline = time.monotonic() + 30
+    while client.status(job)[0]["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.status(job)[0]["state"] == "running"
+    assert client.ping() > 0  # answered while the job runs
+    assert client.cancel(job) in ("running", "cancelled")
+    while client.status(job)[0]["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.status(job)[0]["state"] == "cancelled"
+
+
+def test_cancel_queued_job_and_status_lists_jobs(engine, client):
+    job_id = client.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="passthrough").id
+    client.cancel(job_id)
+    listed = {j["job_id"]: j for j in client.status()}
+    assert job_id in listed and listed[job_id]["state"] in ("cancelled", "done")
+    assert all(set(j) >= {"state", "backend", "frames_done", "eta_s"} for j in listed.values())
+
+
+def test_reattach_from_a_new_client_gets_all_results(engine):
+    frames = [(n, np.full((16, 24, 3), 7 * n % 256, np.uint8)) for n in range(6)]
+    with engine.client() as first:
+        job = first.submit_frames(frames, backend="passthrough")
+        first.poll(0.05)
+        job_id = job.id
+    # The first client is gone (as after a crash); a new one takes the job over.
+    with engine.client() as second:
+        job = second.reattach(job_id, resend=True)
+        results = {r.number: r.rgb for r in job.results(timeout=30)}
+        assert job.state == "done"
+    assert sorted(results) == [n for n, _ in frames]
+    assert all(np.array_equal(results[n], a) for n, a in frames)
+
+
+def test_duplicate_request_gets_the_cached_reply_not_a_second_job(engine):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.url)
+    try:
+        bufs: list = []
+        content = {"backend": "passthrough", "label": "dup",
+                   "input": {"kind": "inline", "frames": [
+                       {"number": 1, "array": M.array_desc(np.zeros((4, 4, 3), np.uint8), bufs)}]}}
+        msg = make_message(M.SUBMIT, "dup-session", content, buffers=bufs, seq=1)
+        replies = []
+        for _ in range(2):
+            sock.send_multipart(serialize(msg))
+            while True:
+                assert sock.poll(10_000), "no reply"
+                reply = deserialize(sock.recv_multipart())
+                if reply.msg_type == "submit_reply":
+                    replies.append(reply)
+                    break
+        assert replies[0].content["job_id"] == replies[1].content["job_id"]
+        assert replies[0].header["msg_id"] == replies[1].header["msg_id"]
+    finally:
+        sock.close()
+    with engine.client() as c:
+        assert sum(1 for j in c.status() if j["label"] == "dup") == 1
+
+
+def test_incompatible_major_version_is_refused_clearly(engine):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.url)
+    try:
+        major = int(PROTOCOL_VERSION.split(".")[0])
+        msg = make_message(M.HELLO, "old", {"protocol_version": f"{major + 1}.0"})
+        msg.header["version"] = f"{major + 1}.0"
+        sock.send_multipart(serialize(msg))
+        assert sock.poll(10_000)
+        reply = deserialize(sock.recv_multipart())
+        assert reply.parent_id == msg.msg_id
+        assert reply.content["error"]["code"] == "incompatible_version"
+        assert PROTOCOL_VERSION in reply.content["error"]["message"]
+    finally:
+        sock.close()
+
+
+def test_request_to_a_dead_address_times_out_with_a_clear_message():
+    from engine_helpers import free_port
+
+    with EngineClient(f"tcp://127.0.0.1:{free_port()}", timeout=0.3) as c:
+        with pytest.raises(EngineError, match="is `longanim serve` running") as err:
+            c.hello()
+        assert err.value.code == "timeout" and c.reconnects == 1  # one retry on a fresh socket
