@@ -475,8 +475,8 @@ class _CachingBackend(Backend):
                 arrays, info = cache.get_arrays(digest(context, number))
                 yield _colored(number, arrays, info)
             return
-        # Something is missing: run the backend on all frames (temporal backends need the
-        # context), serving frames it has not reached yet from the cache when it is frame-independent.
+        # Something is missing. A frame-independent backend computes only the missing frames;
+        # any other needs every frame as context, and finished frames are still served from the cache.
         from itertools import chain
 
         source = chain(buffered, frames)
@@ -484,8 +484,13 @@ class _CachingBackend(Backend):
             yield from self._independent(source, keyframes, context, progress, cancelled)
             return
         for result in self.inner.colorize(source, keyframes, progress=progress, cancelled=cancelled):
-            cache.put_arrays(digest(context, result.number),
-                             {"rgb": np.asarray(result.rgb), "confidence": result.confidence}, _plain(result.info))
+            key = digest(context, result.number)
+            hit = cache.get_arrays(key)
+            if hit is not None:  # finished before (e.g. by an engine that was killed): keep that
+                yield _colored(result.number, *hit)
+                continue
+            cache.put_arrays(key, {"rgb": np.asarray(result.rgb), "confidence": result.confidence},
+                             _plain(result.info))
             yield result
 
     def _independent(self, source, keyframes, context, progress, cancelled):

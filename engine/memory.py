@@ -157,8 +157,8 @@ def _grid_coords(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # How far apart two observations of one region may look, per descriptor column:
-# log area, two log shape moments, and offset from the enclosing region (in its radii).
-_SCALE = np.array([0.3, 0.3, 0.3, 0.35, 0.35], np.float32)
+# log area (characters change scale with depth), two log shape moments per area.
+_SCALE = np.array([0.3, 0.3, 0.3], np.float32)
 # Squared-distance penalty for neighbours whose colors the prototype never had beside it,
 # weighted by their share of the boundary: context is what tells apart same-shaped parts
 # of different characters (a body next to this head is this character's body).
@@ -169,7 +169,7 @@ CONTEXT_PENALTY = 8.0
 class Observation:
     """What the global memory is told or asked about regions of one frame."""
 
-    features: np.ndarray  # (k, 5): shape features + offset from parent
+    features: np.ndarray  # (k, 3): log area and shape
     context: np.ndarray  # (k, NEIGHBORS, 3) int16 neighbours' colors, -1 where none or not yet known
     contact: np.ndarray  # (k, NEIGHBORS) each neighbour's share of the boundary
     color: np.ndarray | None = None  # (k, 3) uint8, when remembering

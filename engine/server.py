@@ -41,7 +41,6 @@ from longanim.protocol.wire import (
     frames_nbytes,
     make_message,
     serialize,
-    split_envelope,
     unpack_map,
 )
 
@@ -50,7 +49,7 @@ log = logging.getLogger("longanim.engine")
 HEARTBEAT_S = 1.0
 DEDUP_REPLIES = 4096
 PEER_STALL_S = 30.0
-SNDHWM = 64
+SNDHWM = 16
 
 
 @dataclass
@@ -254,14 +253,8 @@ class EngineServer:
     # -- requests -------------------------------------------------------------------------
 
     def _on_request(self, raw: list) -> None:
-        try:
-            ids, frames = split_envelope(raw)
-        except WireError as exc:
-            self._reply([raw[0].bytes], None, M.error_content(exc.code, str(exc)))
-            return
-        if not ids:
-            return
-        ids = [f.bytes for f in ids]
+        # Clients are DEALER sockets: exactly one identity frame, then the message.
+        ids, frames = [raw[0].bytes], raw[1:]
         size = frames_nbytes(frames)
         if size > self.config.max_message_bytes:
             self._reply(ids, None, M.error_content(

@@ -17,6 +17,11 @@ any order. The content is built to be hard in the ways real long shots are hard:
 Two characters may share a region color (all eye whites are the same white), as in
 real productions; otherwise each character has its own palette.
 
+Line art and ground truth are the same drawing: each region is filled (white in the
+line art) and its outline stroked right after, back to front, so front fills hide the
+lines behind them in both. Anti-aliased strokes are blended over the fill (for black
+ink that is the same as multiplying), so ink coverage is identical in the two images.
+
 Files written by `save()` are numbered frame index + 1001 (`shot.1001.png` is frame
 index 0), the compositing convention where 1001 is the first frame of a shot.
 """
@@ -341,7 +346,7 @@ class SyntheticShot:
 
         pal, k = c.palette, c.index
         colored = self.colored_lines
-        inner_ink = _rgb_from_hsv(pal_hue(pal[BODY]), 0.8, 0.35) if colored else BLACK
+        inner_ink = _rgb_from_hsv(_hue_of(pal[BODY]), 0.8, 0.35) if colored else BLACK
         eye_ink = (84, 44, 30) if colored else BLACK
         mouth_ink = (128, 28, 40) if colored else BLACK
 
@@ -433,7 +438,7 @@ class SyntheticShot:
         return lab
 
 
-def pal_hue(rgb: tuple[int, int, int]) -> float:
+def _hue_of(rgb: tuple[int, int, int]) -> float:
     return colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0]
 
 

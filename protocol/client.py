@@ -143,7 +143,7 @@ class Job:
         """Results that arrived so far (waiting at most `timeout` for the first one)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.client.poll(max(0.0, deadline - time.monotonic()) if not self.results_queue else 0.0)
+            self.client._pump(max(0.0, deadline - time.monotonic()) if not self.results_queue else 0.0)
             if self.results_queue or self.final or time.monotonic() >= deadline:
                 break
         out = list(self.results_queue)
@@ -161,7 +161,7 @@ class Job:
                 yield self.results_queue.popleft()
             if self.final:
                 break
-            self.client.poll(0.05)
+            self.client._pump(0.05)
             if (self.frames_done, self.state) != seen or self.results_queue:
                 seen, last = (self.frames_done, self.state), time.monotonic()
             elif time.monotonic() - last > timeout:
@@ -214,6 +214,8 @@ class EngineClient:
         self._replies: dict[str, Message] = {}
         self._awaiting: set[str] = set()
         self._early: dict[str, list[Message]] = {}
+        # Events for poll(); bounded, since blocking users read results from their Job instead.
+        self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
         self._backoff = 0.25
         self._next_reconnect = 0.0
         self._ping_sent = 0.0
@@ -308,7 +310,7 @@ class EngineClient:
             self._awaiting.add(msg.msg_id)
             self._send_frames(frames, deadline)
             while time.monotonic() < deadline:
-                self.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+                self._pump(min(0.05, max(0.0, deadline - time.monotonic())))
                 reply = self.take_reply(msg.msg_id)
                 if reply is not None:
                     if reply.content.get("status") == "error":
@@ -323,10 +325,17 @@ class EngineClient:
                             f"({retries + 1} tries); is `longanim serve` running there?")
 
     def poll(self, timeout: float = 0.0) -> list[Message]:
-        """Take every waiting message, route it to its job or request, keep heartbeats
-        and reconnects going; returns the events taken. `timeout` 0 never blocks."""
+        """Events that arrived since the last call (waiting at most `timeout` for one);
+        also keeps heartbeats, reconnects and streamed input going. 0 never blocks."""
+        if not self._undelivered:
+            self._pump(timeout)
+        events = list(self._undelivered)
+        self._undelivered.clear()
+        return events
+
+    def _pump(self, timeout: float) -> int:
+        """Take every waiting message and route it to its job or request; returns how many."""
         deadline = time.monotonic() + timeout
-        events: list[Message] = []
         while True:
             left = deadline - time.monotonic()
             got = 0
@@ -336,14 +345,14 @@ class EngineClient:
                         frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_message(frames, events)
+                    self._on_message(frames)
                     got += 1
             self._pump_appends()
             self._heartbeat()
             if got or time.monotonic() >= deadline:
-                return events
+                return got
 
-    def _on_message(self, frames: list, events: list) -> None:
+    def _on_message(self, frames: list) -> None:
         self._last_recv = time.monotonic()
         self._backoff = 0.25
         try:
@@ -369,7 +378,7 @@ class EngineClient:
             elif isinstance(job_id, str) and len(self._early) < 4096:
                 # Events can overtake the submit reply while request() is still waiting for it.
                 self._early.setdefault(job_id, []).append(msg)
-            events.append(msg)
+            self._undelivered.append(msg)
         # anything else: a newer engine's message type; ignore it
 
     def _heartbeat(self) -> None:

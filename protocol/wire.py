@@ -2,7 +2,7 @@
 
 No sockets here, so the format is tested without a process, and the engine and
 every client (Blender, Nuke, the CLI) share one definition of it. Layout of one
-message, after any ROUTER identity frames::
+message, after the ROUTER identity frame::
 
     DELIMITER, header, parent_header, metadata, content, buffer 0, buffer 1, ...
 
@@ -164,16 +164,6 @@ def serialize(msg: Message) -> list:
     ]
 
 
-def split_envelope(frames: Sequence) -> tuple[list, list]:
-    """ROUTER frames -> (identity frames, message frames starting at the delimiter)."""
-    for i, frame in enumerate(frames):
-        if _as_bytes(frame) == DELIMITER:
-            return list(frames[:i]), list(frames[i:])
-        if i >= 8:
-            break
-    raise WireError("no message delimiter in the first frames")
-
-
 def deserialize(frames: Sequence) -> Message:
     """Frames (starting at the delimiter) -> Message, checking the header's shape.
 
@@ -189,8 +179,9 @@ def deserialize(frames: Sequence) -> Message:
     maps = [unpack_map(_view(f), name) for f, name in zip(frames[1:5], names)]
     header = maps[0]
     check_header(header)
-    if maps[1]:
-        check_header(maps[1], what="parent_header")
+    parent_id = maps[1].get("msg_id")
+    if maps[1] and (not isinstance(parent_id, str) or not 0 < len(parent_id) <= 256):
+        raise WireError("parent_header.msg_id must be a non-empty string of at most 256 characters")
     return Message(header, maps[1], maps[2], maps[3], [_view(f) for f in frames[5:]])
 
 

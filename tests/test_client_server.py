@@ -97,6 +97,8 @@ def test_non_blocking_poll_as_a_gui_timer_would(client):
         assert time.monotonic() - t0 < 5  # generous: "does not wait for the job"
         got.update({r.number: r for r in job.poll()})
         time.sleep(0.01)
+    got.update({r.number: r for r in job.poll()})
+    kinds.update(e.msg_type for e in client.poll())
     assert job.state == "done" and sorted(got) == list(range(5))
     assert {M.PROGRESS, M.RESULT, M.DONE} <= kinds
 
@@ -143,30 +145,42 @@ def test_two_clients_at_once_each_get_their_own_results(engine):
     assert all(np.array_equal(res_b[n], x) for n, x in b_frames)
 
 
-def test_cancel_stops_a_running_job_and_control_stays_responsive(client):
-    # Streamed input that never completes keeps the job running until cancelled.
-    frames = [(0, np.zeros((8, 8, 3), np.uint8))]
-    job = client.request(M.SUBMIT, {"backend": "passthrough", "cache": False,
-                                    "input": {"kind": "inline", "frames": [
-                                        {"number": 0, "array": M.array_desc(frames[0][1], bufs := [])}],
-                                        "more": True}}, bufs).content["job_id"]
-    deadline = time.monotonic() + 30
-    while client.status(job)[0]["state"] != "running" and time.monotonic() < deadline:
+def _open_job(client) -> str:
+    """A job whose streamed input never completes: it runs until cancelled."""
+    bufs: list = []
+    content = {"backend": "passthrough", "cache": False, "input": {"kind": "inline", "more": True, "frames": [
+        {"number": 0, "array": M.array_desc(np.zeros((8, 8, 3), np.uint8), bufs)}]}}
+    return client.request(M.SUBMIT, content, bufs).content["job_id"]
+
+
+def _wait_state(client, job_id, leave: str, deadline: float) -> str:
+    while client.status(job_id)[0]["state"] == leave and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert client.status(job)[0]["state"] == "running"
+    return client.status(job_id)[0]["state"]
+
+
+def test_cancel_stops_a_running_job_and_control_stays_responsive(client):
+    job = _open_job(client)
+    deadline = time.monotonic() + 30
+    assert _wait_state(client, job, "queued", deadline) == "running"
     assert client.ping() > 0  # answered while the job runs
     assert client.cancel(job) in ("running", "cancelled")
-    while client.status(job)[0]["state"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert client.status(job)[0]["state"] == "cancelled"
+    assert _wait_state(client, job, "running", deadline) == "cancelled"
 
 
-def test_cancel_queued_job_and_status_lists_jobs(engine, client):
-    job_id = client.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="passthrough").id
-    client.cancel(job_id)
+def test_cancel_a_queued_job_and_status_lists_jobs(client):
+    blocker = _open_job(client)  # one cpu worker: the next job waits behind this one
+    deadline = time.monotonic() + 30
+    assert _wait_state(client, blocker, "queued", deadline) == "running"
+    queued = client.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="passthrough")
+    assert client.status(queued.id)[0]["state"] == "queued"
+    assert client.cancel(queued.id) == "cancelled"
+    assert queued.wait(30) == "cancelled"  # its job_done arrives too
     listed = {j["job_id"]: j for j in client.status()}
-    assert job_id in listed and listed[job_id]["state"] in ("cancelled", "done")
-    assert all(set(j) >= {"state", "backend", "frames_done", "eta_s"} for j in listed.values())
+    assert listed[queued.id]["state"] == "cancelled" and listed[blocker]["state"] == "running"
+    assert all(set(j) >= {"state", "backend", "frames_done", "eta_s", "label"} for j in listed.values())
+    client.cancel(blocker)
+    assert _wait_state(client, blocker, "running", deadline) == "cancelled"
 
 
 def test_reattach_from_a_new_client_gets_all_results(engine):

@@ -18,7 +18,7 @@ FRAMES = 8
 @pytest.fixture(scope="module")
 def shot_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("shot")
-    shot = make_shot(FRAMES, 160, 90, seed=7)
+    shot = make_shot(FRAMES, 320, 180, seed=7)
     shot.save(root, kinds=("lineart", "color", "mask"))
     return shot, root
 
@@ -56,7 +56,7 @@ def test_perfect_prediction_scores_perfectly(shot_dir, tmp_path, capsys):
 
 def test_recolored_region_lowers_accuracy_by_its_share(shot_dir, tmp_path):
     shot, root = shot_dir
-    target = region_id(2, BODY)
+    target = region_id(3, BODY)
     pred = _write(tmp_path / "pred", shot, recolor=target)
     out = tmp_path / "report"
     assert main(["eval", str(pred), str(root / "color"), "-o", str(out), "--lineart", str(root / "lineart"),
@@ -91,13 +91,13 @@ def test_frames_pair_by_number_and_one_sided_frames_are_skipped(shot_dir, tmp_pa
 
 def test_user_errors_exit_2_with_a_clear_message(shot_dir, tmp_path, capsys):
     shot, root = shot_dir
-    small = _write(tmp_path / "small", shot, size=(80, 45))
+    small = _write(tmp_path / "small", shot, size=(160, 90))
     assert main(["eval", str(small), str(root / "color")]) == 2
-    assert "frame 1001: prediction is 80x45, ground truth is 160x90" in capsys.readouterr().err
+    assert "frame 1001: prediction is 160x90, ground truth is 320x180" in capsys.readouterr().err
 
     late = tmp_path / "late"
     late.mkdir()
-    cv2.imwrite(str(late / "x.2001.png"), np.zeros((90, 160, 3), np.uint8))
+    cv2.imwrite(str(late / "x.2001.png"), np.zeros((180, 320, 3), np.uint8))
     assert main(["eval", str(late), str(root / "color")]) == 2
     assert "no common frame numbers" in capsys.readouterr().err
 
@@ -110,7 +110,25 @@ def test_user_errors_exit_2_with_a_clear_message(shot_dir, tmp_path, capsys):
 
     both = tmp_path / "both"
     _write(both, shot, frames=[0])
-    cv2.imwrite(str(both / "other.1001.png"), np.zeros((90, 160, 3), np.uint8))
+    cv2.imwrite(str(both / "other.1001.png"), np.zeros((180, 320, 3), np.uint8))
     assert main(["eval", str(both), str(root / "color")]) == 2
     assert "several image sequences" in capsys.readouterr().err
     assert main(["eval", str(both / "other.%04d.png"), str(root / "color")]) == 0
+
+
+def test_without_line_art_lines_are_guessed_from_the_truth(shot_dir, tmp_path):
+    shot, root = shot_dir
+    target = region_id(3, BODY)
+    pred = _write(tmp_path / "pred", shot, recolor=target, frames=range(3))
+    out = tmp_path / "report"
+    assert main(["eval", str(pred), str(root / "color"), "-o", str(out)]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["summary"]["frames"] == 3 and "accuracy_characters" not in data["summary"]
+    wrong = 0
+    for i in range(3):
+        gt = shot.color(i)
+        keep = M.countable_mask(gt)  # no line art: edges and near-black ink are excluded
+        body = shot.region_map(i) == target
+        assert data["frames"][i]["accuracy"] == pytest.approx(1 - (keep & body).sum() / keep.sum())
+        wrong += (keep & body).sum()
+    assert wrong > 0

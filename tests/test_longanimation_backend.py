@@ -31,7 +31,7 @@ def _shot(n, first=1001, seed=0):
 
 
 def _denoise_events(events):
-    return [e for e in events if e.get("stage") == "denoise"]
+    return [e for e in events if isinstance(e, dict) and e.get("stage") == "denoise"]
 
 
 def test_long_shot_streams_segments_with_fusion(backend, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from longanimation_fixtures import PARITY_DGLM, TINY_SKETCH_DIT  # noqa: E402
+from longanimation_fixtures import PARITY_DGLM, TINY_BASE, TINY_SKETCH_DIT  # noqa: E402
 
 REFERENCE = Path(os.environ.get("LONGANIMATION_REFERENCE", "/tmp/LongAnimation"))
 TOLERANCE = 1e-5
@@ -29,9 +29,10 @@ def reference():
     try:
         from models.cogvideox_transformer_3d_control import Control3DModel
         from models.global_local_memory_module import global_local_memory
+        from models.cogvideox_transformer_3d_control import Controled_CogVideoXTransformer3DModel
     finally:
         sys.path.remove(str(REFERENCE))
-    return Control3DModel, global_local_memory
+    return Control3DModel, global_local_memory, Controled_CogVideoXTransformer3DModel
 
 
 def _randomize(module, seed):
@@ -95,6 +96,44 @@ def dglm_parity(reference_cls, seed=0):
     return rel_err(a, b), a.abs().mean().item()
 
 
+def controlled_base_parity(reference_cls, seed=0):
+    """Our stock-diffusers base plus injection hooks against the reference's controlled transformer."""
+    from diffusers import CogVideoXTransformer3DModel
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    from longanim.engine.backends.longanimation.pipeline import _inject
+
+    torch.manual_seed(seed)
+    ours = CogVideoXTransformer3DModel(**TINY_BASE).eval()
+    ref = reference_cls(**TINY_BASE).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(seed + 1)
+    frames, h, w = 4, 4, 6
+    x = torch.randn(2, frames, TINY_BASE["in_channels"], h, w, generator=gen)
+    text = torch.randn(2, 5, TINY_BASE["text_embed_dim"], generator=gen)
+    inner = TINY_BASE["num_attention_heads"] * TINY_BASE["attention_head_dim"]
+    control = torch.randn(2, (frames // 2) * (h // 2) * (w // 2), inner, generator=gen)
+    t, ofs = torch.tensor([999, 500]), torch.tensor([2.0])
+    rope = get_3d_rotary_pos_embed(
+        embed_dim=TINY_BASE["attention_head_dim"], crops_coords=None, grid_size=(h // 2, w // 2),
+        temporal_size=frames // 2, grid_type="slice", max_size=(h // 2, w // 2),
+    )
+    with torch.no_grad(), _inject(ours, control, 0.5):
+        a = ours(x, text, t, ofs=ofs, image_rotary_emb=rope, return_dict=False)[0]
+    with torch.no_grad():
+        b = ref(x, text, t, ofs=ofs, image_rotary_emb=rope, return_dict=False, control_signal=control,
+                control_scale=0.5)[0]
+    with torch.no_grad():
+        plain = ours(x, text, t, ofs=ofs, image_rotary_emb=rope, return_dict=False)[0]
+    return rel_err(a, b), rel_err(plain, b)
+
+
+def test_controlled_base_matches_reference(reference):
+    err, without_control = controlled_base_parity(reference[2])
+    assert without_control > 1e-2  # the control really changes the output
+    assert err <= TOLERANCE
+
+
 def test_sketch_dit_matches_reference(reference):
     err, magnitude = sketch_dit_parity(reference[0])
     assert magnitude > 1e-3  # random zero_conv: the output is not trivially zero
@@ -110,9 +149,10 @@ def test_dglm_matches_reference(reference):
 if __name__ == "__main__":  # prints the numbers recorded in bench/results/longanimation_parity.md
     sys.path.insert(0, str(REFERENCE))
     from models.cogvideox_transformer_3d_control import Control3DModel
+    from models.cogvideox_transformer_3d_control import Controled_CogVideoXTransformer3DModel
     from models.global_local_memory_module import global_local_memory
 
-    torch.manual_seed(0)
     for seed in (0, 1, 2):
         print(f"seed {seed}: SketchDiT rel err {sketch_dit_parity(Control3DModel, seed)[0]:.3e}, "
-              f"DGLM rel err {dglm_parity(global_local_memory, seed)[0]:.3e}")
+              f"DGLM rel err {dglm_parity(global_local_memory, seed)[0]:.3e}, "
+              f"controlled base rel err {controlled_base_parity(Controled_CogVideoXTransformer3DModel, seed)[0]:.3e}")

@@ -20,7 +20,6 @@ from longanim.protocol.wire import (
     deserialize,
     make_message,
     serialize,
-    split_envelope,
 )
 
 SPEC = Path(__file__).resolve().parents[1] / "protocol" / "PROTOCOL.md"
@@ -80,13 +79,6 @@ def test_buffers_cross_a_socket_without_copies():
         b.close(0)
 
 
-def test_split_envelope_finds_router_identities():
-    frames = [b"id1", b"id2", DELIMITER, b"x"]
-    assert split_envelope(frames) == ([b"id1", b"id2"], [DELIMITER, b"x"])
-    with pytest.raises(WireError):
-        split_envelope([b"id", b"no delimiter"])
-
-
 def _frames(header=None, parent=b"\x80", meta=b"\x80", content=b"\x80"):
     header = header if header is not None else wire.pack(wire.make_header("ping_request", "s"))
     return [DELIMITER, header, parent, meta, content]
@@ -106,7 +98,7 @@ def _frames(header=None, parent=b"\x80", meta=b"\x80", content=b"\x80"):
         (_frames(content=msgpack.packb(msgpack.ExtType(5, b"x"))), "extension"),
         (_frames(content=wire.pack({1: "int key"})), "not valid msgpack"),
         (_frames(content=wire.pack({"a": 1}) + b"\x00"), "not valid msgpack"),
-        (_frames(parent=wire.pack({"msg_id": 3})), "parent_header"),
+        (_frames(parent=wire.pack({"msg_id": 3})), "parent_header.msg_id"),
     ],
 )
 def test_malformed_frames_raise_wire_errors(frames, fragment):

@@ -150,14 +150,8 @@ def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray,
 
 
 def describe(stats: RegionStats) -> np.ndarray:
-    """Shape features plus the offset from the enclosing region, in that region's radii."""
-    parent = stats.parent
-    radius = np.sqrt(np.maximum(stats.area[parent], 1.0))
-    offset = (stats.centroid - stats.centroid[parent]) / radius[:, None]
-    # Offsets inside huge regions (the background) say nothing stable about identity.
-    frame_area = stats.grid.size * stats.step * stats.step
-    offset[(parent == 0) | (stats.area[parent] > 0.2 * frame_area)] = 0.0
-    return np.concatenate([stats.shape_features(), offset], axis=1).astype(np.float32)
+    """Size and shape, invariant to position: where a part sits is told by its neighbours."""
+    return stats.shape_features().astype(np.float32)
 
 
 def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:

@@ -245,15 +245,10 @@ class LongAnimationPipeline:
             with torch.no_grad():
                 model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
                 model_in = torch.cat([model_in, image_in], dim=2)
-                timestep = t.expand(batch)
-                control = self.sketch_dit(control_in, prompt, timestep, ofs=ofs, image_rotary_emb=rope)
-                if memory is not None:
-                    control = self.dglm(memory[0], memory[1], control) + control
-                with _inject(self.transformer, control, settings.control_scale):
-                    noise = self.transformer(
-                        hidden_states=model_in, encoder_hidden_states=prompt, timestep=timestep, ofs=ofs,
-                        image_rotary_emb=rope, return_dict=False,
-                    )[0].float()
+                noise = controlled_noise(
+                    self.transformer, self.sketch_dit, self.dglm, model_in, control_in, prompt, t.expand(batch),
+                    ofs, rope, memory, settings.control_scale,
+                ).float()
                 if cfg:
                     uncond, text = noise.chunk(2)
                     noise = uncond + settings.guidance_scale * (text - uncond)
@@ -282,19 +277,37 @@ class LongAnimationPipeline:
         return latents
 
     def _rotary(self, h: int, w: int, frames: int):
-        from diffusers.models.embeddings import get_3d_rotary_pos_embed
+        return rotary_embedding(self.transformer.config, h, w, frames, self.device)
 
-        config = self.transformer.config
-        if not config.use_rotary_positional_embeddings:
-            return None
-        p, p_t = config.patch_size, config.patch_size_t
-        if p_t is None:
-            raise ValueError("only CogVideoX1.5-style transformers (patch_size_t set) are supported")
-        return get_3d_rotary_pos_embed(
-            embed_dim=config.attention_head_dim, crops_coords=None, grid_size=(h // p, w // p),
-            temporal_size=(frames + p_t - 1) // p_t, grid_type="slice",
-            max_size=(config.sample_height // p, config.sample_width // p), device=self.device,
-        )
+
+def rotary_embedding(config, h: int, w: int, frames: int, device):
+    """CogVideoX1.5's 3D RoPE for a latent grid of `frames` x h x w (as its diffusers pipeline builds it)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    if not config.use_rotary_positional_embeddings:
+        return None
+    p, p_t = config.patch_size, config.patch_size_t
+    if p_t is None:
+        raise ValueError("only CogVideoX1.5-style transformers (patch_size_t set) are supported")
+    return get_3d_rotary_pos_embed(
+        embed_dim=config.attention_head_dim, crops_coords=None, grid_size=(h // p, w // p),
+        temporal_size=(frames + p_t - 1) // p_t, grid_type="slice",
+        max_size=(config.sample_height // p, config.sample_width // p), device=device,
+    )
+
+
+def controlled_noise(
+    transformer, sketch_dit, dglm, model_in, control_in, prompt, timestep, ofs, rope, memory, control_scale,
+) -> torch.Tensor:
+    """One denoiser evaluation: SketchDiT (+ DGLM when there is memory) steering the base model."""
+    control = sketch_dit(control_in, prompt, timestep, ofs=ofs, image_rotary_emb=rope)
+    if memory is not None:
+        control = dglm(memory[0], memory[1], control) + control
+    with _inject(transformer, control, control_scale):
+        return transformer(
+            hidden_states=model_in, encoder_hidden_states=prompt, timestep=timestep, ofs=ofs,
+            image_rotary_emb=rope, return_dict=False,
+        )[0]
 
 
 @contextlib.contextmanager

@@ -115,12 +115,20 @@ def model_shapes(module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def load_file_strict(module, path: Path) -> None:
-    """Fill `module` from one safetensors file whose keys must be exactly the module's."""
+def load_file_strict(build, path: Path):
+    """Build a module with `build()` and fill it from one safetensors file whose keys must be exactly its own.
+
+    The check runs on a meta-device copy first, so a mismatched file fails before memory is spent.
+    """
+    from accelerate import init_empty_weights
     from safetensors.torch import load_file
 
-    _raise_if(compare_shapes(model_shapes(module), safetensors_shapes([path])), str(path))
+    with init_empty_weights():
+        expected = model_shapes(build())
+    _raise_if(compare_shapes(expected, safetensors_shapes([path])), str(path))
+    module = build()
     module.load_state_dict(load_file(str(path)), strict=True)
+    return module.eval()
 
 
 def build_sketch_dit(layout: WeightsLayout, base_config: dict):
@@ -138,15 +146,11 @@ def build_dglm(layout: WeightsLayout):
 
 
 def load_sketch_dit(layout: WeightsLayout, base_config: dict):
-    model = build_sketch_dit(layout, base_config)
-    load_file_strict(model, layout.control)
-    return model.eval()
+    return load_file_strict(lambda: build_sketch_dit(layout, base_config), layout.control)
 
 
 def load_dglm(layout: WeightsLayout):
-    model = build_dglm(layout)
-    load_file_strict(model, layout.glm)
-    return model.eval()
+    return load_file_strict(lambda: build_dglm(layout), layout.glm)
 
 
 # --- folders saved with save_pretrained -------------------------------------------------------
