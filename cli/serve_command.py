@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: %(default)s)")
     parser.add_argument("--max-message-mb", type=float, default=1024.0,
                         help="largest accepted message in MiB (default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float, default=30.0, metavar="S",
+                        help="a client silent this long is stalled: its events are dropped, and its job "
+                             "fails if it was waiting for more input frames (default: %(default)s)")
     parser.add_argument("--token-file", default=None,
                         help="where to write the shutdown token (default: ~/.cache/longanim/engine-HOST-PORT.token)")
 
@@ -57,6 +60,7 @@ def run(args) -> int:
         devices=[d.strip() for d in args.devices.split(",") if d.strip()],
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         token_file=args.token_file,
+        stall_timeout_s=args.stall_timeout,
     )
     server = EngineServer(config)
     security = "CurveZMQ" if args.curve_keys else "no encryption"

@@ -1,6 +1,10 @@
 """Jobs: the queue, one worker thread per device, cancel, and the bookkeeping that
 lets a client reattach to a job by id.
 
+Caching depends on whether a backend colorizes frames on their own: a backend class
+with `frame_independent = True` is cached per frame; any other (the default, which
+is always correct) is cached under a key covering the job's whole input.
+
 Workers never touch the ROUTER socket (ZeroMQ sockets belong to one thread):
 each worker pushes finished events over an inproc socket to the server's control
 loop, which owns the client identity of every job and forwards them. A job may
@@ -63,6 +67,12 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     credits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(RESULT_CREDITS))
     feed: "FrameFeed | None" = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards queued -> running/cancelled
+
+    def release_inputs(self) -> None:
+        """Finished jobs stay listed for a while; their pixels must not."""
+        self.feed = None
+        self.content.pop("_buffers", None)
 
     @property
     def backend(self) -> str:
@@ -122,12 +132,18 @@ class FrameFeed:
         with self._cond:
             return list(self._frames)
 
-    def iterate(self, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
+    def iterate(self, cancelled: Callable[[], bool], timeout_s: float) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames in arrival order; a client that stops sending fails the job after
+        `timeout_s` instead of holding the device forever."""
         while True:
             with self._cond:
+                waited_since = time.monotonic()
                 while not self._frames and self._more:
                     if cancelled():
                         raise Cancelled("cancelled while waiting for more frames")
+                    if time.monotonic() - waited_since > timeout_s:
+                        raise JobFailed("input_timeout", f"no more frames arrived for {timeout_s:.0f} s "
+                                        "although the input was not closed (more: false)")
                     self._cond.wait(FRAME_WAIT_S)
                 if not self._frames:
                     return
@@ -138,8 +154,10 @@ class FrameFeed:
 class JobManager:
     """Owns all jobs; `submit`/`cancel`/`get` run on the control loop, `_work` on workers."""
 
-    def __init__(self, ctx: zmq.Context, devices: list[str], cache: ResultCache, roots, session: str):
+    def __init__(self, ctx: zmq.Context, devices: list[str], cache: ResultCache, roots, session: str,
+                 input_timeout_s: float = 30.0):
         self.ctx = ctx
+        self.input_timeout_s = input_timeout_s
         self.devices = devices or ["cpu"]
         self.cache = cache
         self.roots = roots
@@ -156,12 +174,16 @@ class JobManager:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Cancel everything and wait for the workers; False if one is still busy
+        (a backend step that does not check its cancel flag)."""
         self._stop.set()
         for job in list(self.jobs.values()):
             job.cancel.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     # -- control loop side ------------------------------------------------------------
 
@@ -200,8 +222,6 @@ class JobManager:
                 try:
                     job = self._queue.get(timeout=0.2)
                 except queue.Empty:
-                    continue
-                if job.final:  # cancelled while queued
                     continue
                 runner.run(job)
         finally:
@@ -245,7 +265,10 @@ class _Runner:
     # -- running ----------------------------------------------------------------------
 
     def run(self, job: Job) -> None:
-        job.state, job.started, job.device = "running", time.time(), self.device
+        with job.lock:
+            if job.state != "queued":  # cancelled while it waited
+                return
+            job.state, job.started, job.device = "running", time.time(), self.device
         try:
             self.progress(job)
             if job.content["input"]["kind"] == "inline":
@@ -269,7 +292,10 @@ class _Runner:
             job.state = "cancelled"
         job.finished = time.time()
         job.eta_s = 0.0 if job.state == "done" else None
-        job.feed = None
+        job.release_inputs()
+        log.info("job %s %s: %d frames (%d cached) in %.2f s on %s%s", job.id, job.state, job.frames_done,
+                 job.frames_cached, job.finished - job.started, self.device,
+                 f"; {job.error['message']}" if job.error else "")
         try:
             self.emit(job, M.DONE, {**job.summary(), "elapsed_s": job.finished - job.started})
         except Exception:
@@ -285,7 +311,10 @@ class _Runner:
         opts = dict(options)
         if self.device != "cpu":
             opts.setdefault("device", self.device)
-        backend = create_backend(name, **opts)
+        try:
+            backend = create_backend(name, **opts)
+        except (ValueError, TypeError) as exc:  # a backend refusing an option value
+            raise JobFailed("backend_error", f"backend {name!r}: {exc}") from None
         self.backends[key] = backend
         while len(self.backends) > 2:  # models are big; keep the two most recent warm
             self.backends.popitem(last=False)
@@ -364,7 +393,7 @@ class _Runner:
                 return
 
         def backend_frames():
-            for number, frame in feed.iterate(cancelled):
+            for number, frame in feed.iterate(cancelled, self.manager.input_timeout_s):
                 _check_rgb8(frame, f"frame {number}", strict)
                 if independent and use_cache:
                     key = digest(context, number, array_digest(frame))
@@ -387,6 +416,8 @@ class _Runner:
                 started = time.perf_counter()
                 continue
             rgb = np.asarray(colored.rgb)
+            if rgb.dtype.name not in M.DTYPES:  # e.g. float64 from a backend: the wire has float32
+                rgb = rgb.astype(np.float32)
             conf = None if colored.confidence is None else np.asarray(colored.confidence, dtype=np.float32)
             key = keys.get(number)
             if key is not None:
@@ -432,10 +463,14 @@ class _Runner:
         caching = _CachingBackend(backend, self, job, whole)
 
         def on_frame(result, path) -> None:
+            cached = bool(result.info.get("cached"))
             job.frames_done += 1
-            job.frames_cached += bool(result.info.get("cached"))
+            job.frames_cached += cached
+            computed = job.frames_done - job.frames_cached
+            if computed:
+                job.eta_s = (time.time() - job.started) / computed * (job.frames_total - job.frames_done)
             self.emit(job, M.RESULT, {"job_id": job.id, "number": result.number, "path": str(path),
-                                      "cached": bool(result.info.get("cached"))})
+                                      "cached": cached, "info": _plain(result.info)})
             self.progress(job, number=result.number)
 
         pipeline.colorize_shot(

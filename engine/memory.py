@@ -44,6 +44,7 @@ class LocalMemory:
         self.small: np.ndarray | None = None
         self.color: np.ndarray | None = None
         self.confidence: np.ndarray | None = None
+        self.samples: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
@@ -51,16 +52,23 @@ class LocalMemory:
 
     def remember(self, stats: RegionStats, small: np.ndarray, color: np.ndarray, confidence: np.ndarray) -> None:
         self.grid, self.small, self.color, self.confidence = stats.grid, small, color, confidence
+        self.samples = stats.samples
 
     def forget(self) -> None:
-        self.grid = self.small = self.color = self.confidence = None
+        self.grid = self.small = self.color = self.confidence = self.samples = None
 
     def match(self, stats: RegionStats, small: np.ndarray) -> Candidates:
         n = stats.count
         if self.grid is None or self.grid.shape != stats.grid.shape:
             return Candidates(np.zeros((n + 1, 3), np.uint8), np.zeros(n + 1))
-        warped = self._previous_labels_seen_from(stats, small)
-        return self._vote(stats, warped)
+        # Flow follows motion but breaks on sudden changes (a character turning around
+        # mirrors its parts); plain overlap survives those. Each region keeps the surer answer.
+        moved = self._vote(stats, self._previous_labels_seen_from(stats, small))
+        still = self._vote(stats, self.grid.astype(np.int64))
+        better = still.confidence > moved.confidence
+        moved.color[better] = still.color[better]
+        moved.confidence[better] = still.confidence[better]
+        return moved
 
     def _previous_labels_seen_from(self, stats: RegionStats, small: np.ndarray) -> np.ndarray:
         """Previous frame's label at the place each current grid sample came from (-1 = outside)."""
@@ -81,58 +89,71 @@ class LocalMemory:
         ).astype(np.int64)
 
     def _vote(self, stats: RegionStats, warped: np.ndarray) -> Candidates:
-        """Each current region takes the previous region most of its samples came from."""
-        n, m = stats.count, self.color.shape[0] - 1
-        cur = stats.grid.ravel().astype(np.int64)
-        prev = warped.ravel() + 1  # 0 = outside the frame, 1 = line, 2.. = regions
-        width = m + 2
-        codes = cur * width + prev
-        if (n + 1) * width <= 4_000_000:
-            table = np.bincount(codes, minlength=(n + 1) * width).reshape(n + 1, width)
-            regions = table[:, 2:]
-            best = regions.argmax(axis=1)
-            hits = regions[np.arange(n + 1), best]
-            seen = table.sum(axis=1) - table[:, 1]
-        else:  # many tiny regions (hatching, noise): stay sparse
-            keys, counts = np.unique(codes, return_counts=True)
-            owner, source = np.divmod(keys, width)
-            seen = np.bincount(owner, counts * (source != 1), minlength=n + 1)
-            on_region = source >= 2
-            order = np.lexsort((counts[on_region], owner[on_region]))
-            best = np.zeros(n + 1, np.int64)
-            hits = np.zeros(n + 1, np.int64)
-            best[owner[on_region][order]] = source[on_region][order] - 2
-            hits[owner[on_region][order]] = counts[on_region][order]
-        previous = best + 1
-        # Votes are pooled by color: two halves of the sky that a character split and
-        # rejoined still agree.
+        """Each current region takes the color most of its samples came from.
+
+        Votes are weighed by how alike the two regions' sizes are, so a body whose
+        belly swung across it still finds its body; they are pooled by color, so two
+        halves of a sky that a character split and rejoined still agree.
+        """
+        n = stats.count
+        owner, source, counts, seen = _pairs(stats.grid, warped, n, self.color.shape[0] - 1)
+        # Line samples say nothing; samples from outside the frame count against (new content).
+        on_region = source >= 1
+        owner, source, counts = owner[on_region], source[on_region], counts[on_region]
+        size = np.minimum(stats.samples[owner], self.samples[source]) / np.maximum(
+            np.maximum(stats.samples[owner], self.samples[source]), 1.0
+        )
+        weighed = counts * np.sqrt(size) ** WEIGH
         color_ids = _color_ids(self.color)
-        by_color = np.zeros((n + 1, color_ids.max() + 1))
-        if (n + 1) * width <= 4_000_000:
-            np.add.at(by_color.T, color_ids[1:], regions.T)
-            winner = by_color.argmax(axis=1)
-            votes = by_color[np.arange(n + 1), winner]
-            share = hits / np.maximum(regions.sum(axis=0)[best], 1)
-        else:
-            np.add.at(by_color, (owner[on_region], color_ids[source[on_region] - 1]), counts[on_region])
-            winner = by_color.argmax(axis=1)
-            votes = by_color[np.arange(n + 1), winner]
-            successor_total = np.bincount(source[on_region] - 2, counts[on_region], minlength=m)
-            share = hits / np.maximum(successor_total[best], 1)
+        pooled = np.zeros((n + 1, color_ids.max() + 1))
+        np.add.at(pooled, (owner, color_ids[source]), weighed)
+        raw = np.zeros_like(pooled)
+        np.add.at(raw, (owner, color_ids[source]), counts)
+        winner = pooled.argmax(axis=1)
+        votes = raw[np.arange(n + 1), winner]
         agreement = votes / np.maximum(seen, 1)
+        # The source region giving most to the winner, and how much of itself it gave.
+        gives = np.zeros(n + 1)
+        main = np.zeros(n + 1, np.int64)
+        chosen = color_ids[source] == winner[owner]
+        order = np.lexsort((counts[chosen], owner[chosen]))
+        main[owner[chosen][order]] = source[chosen][order]
+        gives[owner[chosen][order]] = counts[chosen][order]
+        outgoing = np.bincount(source, counts, minlength=self.color.shape[0])
+        share = gives / np.maximum(outgoing[main], 1)
         # 80% of a region's samples agreeing is as sure as flow on line art gets.
         confidence = np.clip(agreement / 0.8, 0.0, 1.0)
-        # A region that holds only a small part of its source is a fragment: a newly revealed
+        # A region holding only a small part of its source is a fragment: a newly revealed
         # or newly arrived shape more often than a piece of the old one. Let the global memory judge.
         confidence = np.where(share < 0.5, confidence * FRAGMENT_TRUST, confidence)
-        confidence = np.minimum(confidence, self.confidence[previous])
+        confidence = np.minimum(confidence, self.confidence[main])
         confidence[votes == 0] = 0.0
         confidence[0] = 0.0
         palette = _palette(self.color, color_ids)
         return Candidates(palette[winner], confidence)
 
 
+def _pairs(grid: np.ndarray, warped: np.ndarray, n: int, m: int):
+    """(current label, previous label, samples) for every pair that co-occurs, and samples
+    per current region not on a previous line. Previous label -1 = outside the frame."""
+    cur = grid.ravel().astype(np.int64)
+    prev = warped.ravel().astype(np.int64)
+    width = m + 2
+    codes = cur * width + (prev + 1)
+    if (n + 1) * width <= 4_000_000:
+        table = np.bincount(codes, minlength=(n + 1) * width)
+        keys = np.flatnonzero(table)
+        counts = table[keys]
+    else:  # many tiny regions (hatching, noise): stay sparse
+        keys, counts = np.unique(codes, return_counts=True)
+    owner, source = np.divmod(keys, width)
+    source = source - 1
+    seen = np.bincount(owner, counts * (source != 0), minlength=n + 1)
+    return owner, source, counts.astype(np.float64), seen
+
+
 FRAGMENT_TRUST = 0.6
+WEIGH = 1
 
 
 def _color_ids(color: np.ndarray) -> np.ndarray:

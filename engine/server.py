@@ -48,7 +48,6 @@ log = logging.getLogger("longanim.engine")
 
 HEARTBEAT_S = 1.0
 DEDUP_REPLIES = 4096
-PEER_STALL_S = 30.0
 SNDHWM = 16
 
 
@@ -63,6 +62,7 @@ class ServeConfig:
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     max_message_bytes: int = 1 << 30
     token_file: str | None = None
+    stall_timeout_s: float = 30.0
 
 
 def is_loopback(bind: str) -> bool:
@@ -102,6 +102,7 @@ class EngineServer:
         self._stopping = False
         self._replies: collections.OrderedDict = collections.OrderedDict()
         self._pending: dict[bytes, collections.deque] = {}
+        self._stalled: set[bytes] = set()
         self.token = secrets.token_hex(32)
         self.token_path = Path(config.token_file) if config.token_file else default_token_path(config.bind)
 
@@ -123,7 +124,8 @@ class EngineServer:
         self.events = self.ctx.socket(zmq.PULL)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(EVENTS_ENDPOINT)
-        self.jobs = JobManager(self.ctx, config.devices, self.cache, self.roots, self.session)
+        self.jobs = JobManager(self.ctx, config.devices, self.cache, self.roots, self.session,
+                               input_timeout_s=config.stall_timeout_s)
         self._write_token()
         self._handlers = {
             M.HELLO: self._hello,
@@ -174,8 +176,9 @@ class EngineServer:
         self._stopping = True
 
     def close(self) -> None:
+        workers_done = True
         if getattr(self, "jobs", None) is not None:
-            self.jobs.stop()
+            workers_done = self.jobs.stop()
         for sock in (getattr(self, "router", None), getattr(self, "events", None)):
             if sock is not None and not sock.closed:
                 sock.close()
@@ -187,7 +190,10 @@ class EngineServer:
                 self.token_path.unlink()
         except OSError:
             pass
-        self.ctx.term()
+        if workers_done:
+            self.ctx.term()
+        else:  # a worker's socket is still open; term() would wait for it forever
+            log.warning("a worker is still busy; exiting without waiting for it")
 
     def _recv_one(self, sock: zmq.Socket, handler) -> bool:
         try:
@@ -204,6 +210,10 @@ class EngineServer:
 
     def _send(self, ids: list, frames: list, job: Job | None = None) -> None:
         key = ids[0] if ids else b""
+        if key in self._stalled:
+            if job is not None:
+                job.credits.release()
+            return
         queue = self._pending.get(key)
         if queue:
             queue.append((ids, frames, job, time.monotonic()))
@@ -231,13 +241,16 @@ class EngineServer:
             while queue:
                 ids, frames, job, since = queue[0]
                 if not self._try_send(ids, frames, job):
-                    if now - since > PEER_STALL_S:  # a client that stopped reading
-                        log.warning("client %s took nothing for %.0f s; dropping %d messages",
-                                    key.hex(), PEER_STALL_S, len(queue))
+                    if now - since > self.config.stall_timeout_s:
+                        # A client that stopped reading must not hold a device: drop what is
+                        # queued for it, and what comes, until it speaks again.
+                        log.warning("client %s took nothing for %.0f s; dropping its events until it "
+                                    "sends a request", key.hex(), self.config.stall_timeout_s)
                         for _, _, stalled_job, _ in queue:
                             if stalled_job is not None:
                                 stalled_job.credits.release()
                         queue.clear()
+                        self._stalled.add(key)
                     break
                 queue.popleft()
             if not queue:
@@ -255,6 +268,7 @@ class EngineServer:
     def _on_request(self, raw: list) -> None:
         # Clients are DEALER sockets: exactly one identity frame, then the message.
         ids, frames = [raw[0].bytes], raw[1:]
+        self._stalled.discard(ids[0])
         size = frames_nbytes(frames)
         if size > self.config.max_message_bytes:
             self._reply(ids, None, M.error_content(
@@ -275,7 +289,10 @@ class EngineServer:
             return
         dedup_key = (msg.header["session"], msg.header.get("seq"))
         if dedup_key[1] is not None and dedup_key in self._replies:
-            self._send(ids, self._replies[dedup_key])  # a retried request: same answer, no second job
+            frames, job_id = self._replies[dedup_key]  # a retried request: same answer, no second job
+            if job_id in self.jobs.jobs:
+                self.jobs.jobs[job_id].identity = ids  # it may come over a new connection
+            self._send(ids, frames)
             return
         try:
             if msg.msg_type not in M.SCHEMAS and msg.msg_type in M.EVENTS + (M.ERROR,):
@@ -291,7 +308,7 @@ class EngineServer:
             content = M.error_content("internal", f"{type(exc).__name__}: {exc}")
         frames = self._reply(ids, msg, content)
         if dedup_key[1] is not None:
-            self._replies[dedup_key] = frames
+            self._replies[dedup_key] = (frames, content.get("job_id") if msg.msg_type == M.SUBMIT else None)
             while len(self._replies) > DEDUP_REPLIES:
                 self._replies.popitem(last=False)
         if msg.msg_type == M.SHUTDOWN and content.get("status") == "ok":
@@ -327,6 +344,7 @@ class EngineServer:
             "channels": [1, 3, 4],
             "input_kinds": ["inline", "path"] if self.roots else ["inline"],
             "output_kinds": ["inline", "path"] if self.roots else ["inline"],
+            "file_formats": _file_formats() if self.roots else [],
             "cache": self.cache.enabled,
             "result_credits": RESULT_CREDITS,
         }
@@ -370,14 +388,16 @@ class EngineServer:
 
     def _cancel(self, ids, msg: Message) -> dict:
         job = self.jobs.get(msg.content["job_id"])
-        if not job.final:
-            job.cancel.set()
-            if job.state == "queued":
+        job.cancel.set()
+        with job.lock:
+            cancelled_in_queue = job.state == "queued"
+            if cancelled_in_queue:
                 job.state, job.finished = "cancelled", time.time()
-                job.feed = None
-                done = make_message(M.DONE, self.session, {**job.summary(), "elapsed_s": 0.0},
-                                    parent=job.submit_header)
-                self._send(job.identity, serialize(done))
+        if cancelled_in_queue:
+            job.release_inputs()
+            done = make_message(M.DONE, self.session, {**job.summary(), "elapsed_s": 0.0},
+                                parent=job.submit_header)
+            self._send(job.identity, serialize(done))
         return {"status": "ok", "job_id": job.id, "state": job.state}
 
     def _status(self, ids, msg: Message) -> dict:
@@ -455,6 +475,12 @@ def _best_effort_header(frames: list) -> dict | None:
     except Exception:
         pass
     return None
+
+
+def _file_formats() -> list[str]:
+    from longanim.engine.image_files import CV2_EXTS, EXR_EXTS
+
+    return sorted(CV2_EXTS | EXR_EXTS)
 
 
 def _describe_device(device: str) -> dict:

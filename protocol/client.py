@@ -14,7 +14,9 @@ Non-blocking use (a GUI timer calls this every ~50 ms; nothing here ever waits):
     def on_timer():
         for event in engine.poll():          # returns at once
             ...                              # progress / result / job_done Messages
-        return None if job.final else 0.05
+        for result in job.poll():            # or just this job's results
+            show(result.number, result.rgb)
+        return None if job.final else 0.05   # job.state, job.frames_done, job.eta_s, job.error
 
 Every wait has a deadline. Any message from the engine counts as a heartbeat;
 when the engine stays silent for `liveness` heartbeats the client reconnects
@@ -37,11 +39,20 @@ from urllib.parse import urlsplit
 import zmq
 
 from longanim.protocol import messages as M
-from longanim.protocol.wire import PROTOCOL_VERSION, Message, WireError, deserialize, make_message, serialize
+from longanim.protocol.wire import (
+    PROTOCOL_VERSION,
+    Message,
+    WireError,
+    compatible,
+    deserialize,
+    make_message,
+    serialize,
+)
 
 DEFAULT_URL = "tcp://127.0.0.1:5555"
 CHUNK_BYTES = 64 * 1024 * 1024  # inline frames per message; more go in append requests
 APPEND_WINDOW = 2  # append requests in flight while results stream back
+RCVHWM = 128  # messages; a frame is a result plus a progress event
 
 
 class EngineError(Exception):
@@ -98,7 +109,7 @@ class Result:
 class Job:
     """A submitted job as the client sees it; updated by `EngineClient.poll`."""
 
-    def __init__(self, client: "EngineClient", job_id: str, submit_msg: Message):
+    def __init__(self, client: "EngineClient", job_id: str | None, submit_msg: Message | None):
         self.client = client
         self.id = job_id
         self.submit_msg = submit_msg
@@ -112,6 +123,7 @@ class Job:
         self.results_queue: collections.deque[Result] = collections.deque()
         self._to_send: Iterator | None = None  # remaining inline frame chunks
         self._appends_in_flight: list[str] = []
+        self._failed_here = False
 
     @property
     def final(self) -> bool:
@@ -132,6 +144,8 @@ class Job:
                 result.confidence = M.array_from(c["confidence"], msg.buffers)
             self.results_queue.append(result)
         elif msg.msg_type in (M.PROGRESS, M.DONE):
+            if self._failed_here:
+                return  # keep the reason this client stopped the job
             for key in ("state", "frames_done", "frames_total", "eta_s", "error"):
                 if key in c:
                     setattr(self, key, c[key])
@@ -184,6 +198,8 @@ class Job:
         return self.state
 
     def cancel(self, timeout: float | None = None) -> str:
+        if self.id is None:
+            raise EngineError("conflict", "the engine has not accepted this job yet; poll first")
         return self.client.cancel(self.id, timeout=timeout)
 
 
@@ -214,6 +230,9 @@ class EngineClient:
         self._replies: dict[str, Message] = {}
         self._awaiting: set[str] = set()
         self._early: dict[str, list[Message]] = {}
+        self._reattaching: dict[str, str] = {}  # reattach msg_id -> job id
+        self._pending_submits: dict[str, Job] = {}  # submit msg_id -> job without an id yet
+        self._engine_session: str | None = None
         # Events for poll(); bounded, since blocking users read results from their Job instead.
         self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
         self._backoff = 0.25
@@ -229,6 +248,8 @@ class EngineClient:
             self.socket.close(linger=0)
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # Bounded, so an engine cannot pile up more than ~60 frames in a client that is busy.
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.IDENTITY, f"{self.session[:16]}-{self.reconnects}".encode())
         if self.curve is not None:
             sock.curve_publickey = self.curve.public
@@ -247,9 +268,13 @@ class EngineClient:
         self._connect()
         self._next_reconnect = now + self._backoff
         self._backoff = min(self._backoff * 2, 8.0)
+        self._reattach_all()
+
+    def _reattach_all(self) -> None:
         for job in self.jobs.values():
             if not job.final:
                 msg = self._make_request(M.REATTACH, {"job_id": job.id, "resend": True})
+                self._reattaching[msg.msg_id] = job.id
                 self._send_frames(serialize(msg), time.monotonic() + self.timeout)
 
     @property
@@ -286,7 +311,7 @@ class EngineClient:
 
     def send(self, msg_type: str, content: dict | None = None, buffers: Sequence = (),
              timeout: float | None = None) -> str:
-        """Send a request without waiting; its reply is kept for `reply(msg_id)`."""
+        """Send a request without waiting; `poll` keeps its reply for `take_reply(msg_id)`."""
         msg = self._make_request(msg_type, content, buffers)
         self._send_frames(serialize(msg), time.monotonic() + (self.timeout if timeout is None else timeout))
         self._awaiting.add(msg.msg_id)
@@ -314,8 +339,7 @@ class EngineClient:
                 reply = self.take_reply(msg.msg_id)
                 if reply is not None:
                     if reply.content.get("status") == "error":
-                        err = reply.content.get("error") or {}
-                        raise EngineError(str(err.get("code", "error")), str(err.get("message", "engine error")))
+                        raise EngineError(**_error_of(reply))
                     return reply
             if attempt < retries:
                 self._next_reconnect = 0.0
@@ -359,23 +383,48 @@ class EngineClient:
             msg = deserialize(frames)
         except WireError:
             return
+        engine_session = msg.header["session"]
+        if engine_session != self._engine_session:
+            restarted = self._engine_session is not None
+            self._engine_session = engine_session
+            if restarted:
+                # ZeroMQ reconnected to a new engine process on its own: our jobs died with the
+                # old one unless it was the same engine (then reattaching is harmless).
+                self._reattach_all()
         parent = msg.parent_id
         if msg.msg_type.endswith("_reply") or msg.msg_type == M.ERROR:
             if parent in self._awaiting:
                 self._replies[parent] = msg
+            elif parent in self._pending_submits:
+                job = self._pending_submits.pop(parent)
+                if msg.content.get("status") == "ok":
+                    job.id, job.submit_msg = msg.content["job_id"], msg
+                    self._register(job)
+                else:
+                    job.state, job.error = "failed", _error_of(msg)
+            elif parent in self._reattaching:
+                job = self.jobs.get(self._reattaching.pop(parent))
+                if job is not None and msg.content.get("status") == "error" and not job.final:
+                    # e.g. the engine restarted and forgot the job: fail it rather than wait forever
+                    job.state = "failed"
+                    job.error = {"code": "lost", "message": "the engine no longer knows this job "
+                                 f"({_error_of(msg)['message']}); submit it again"}
             elif msg.msg_type == "append_reply" or msg.msg_type == M.ERROR:
                 for job in self.jobs.values():
                     if parent in job._appends_in_flight:
                         job._appends_in_flight.remove(parent)
-                        if msg.content.get("status") == "error":
-                            job.error = msg.content.get("error")
+                        if msg.content.get("status") == "error" and not job.final:
+                            # Frames were refused: the job cannot complete, so stop it.
+                            job.state, job.error, job._to_send = "failed", _error_of(msg), None
+                            job._failed_here = True
+                            self._awaiting.discard(self.send(M.CANCEL, {"job_id": job.id}))
             return
         if msg.msg_type in M.EVENTS:
             job_id = msg.content.get("job_id")
             job = self.jobs.get(job_id)
             if job is not None:
                 job._on_event(msg)
-            elif isinstance(job_id, str) and len(self._early) < 4096:
+            elif isinstance(job_id, str) and (self._awaiting or self._pending_submits) and len(self._early) < 64:
                 # Events can overtake the submit reply while request() is still waiting for it.
                 self._early.setdefault(job_id, []).append(msg)
             self._undelivered.append(msg)
@@ -400,6 +449,10 @@ class EngineClient:
     def hello(self, timeout: float | None = None) -> dict:
         reply = self.request(M.HELLO, {"protocol_version": PROTOCOL_VERSION, "client": self.client_name},
                              timeout=timeout)
+        theirs = reply.content.get("protocol_version")
+        if not isinstance(theirs, str) or not compatible(theirs):
+            raise EngineError("incompatible_version", f"the engine at {self.url} speaks protocol {theirs}, "
+                              f"this client {PROTOCOL_VERSION}; update whichever side is older")
         self.engine_info = reply.content
         return reply.content
 
@@ -434,10 +487,18 @@ class EngineClient:
     def reattach(self, job_id: str, resend: bool = True, timeout: float | None = None) -> Job:
         """Take over a job's events, e.g. after this program restarted; with `resend`,
         results finished so far are sent again (from the engine's cache)."""
-        job = self.jobs.get(job_id)
-        reply = self.request(M.REATTACH, {"job_id": job_id, "resend": resend}, timeout=timeout)
+        # Events that arrive while we wait for the reply are held and replayed in order below.
+        job = self.jobs.pop(job_id, None)
+        try:
+            reply = self.request(M.REATTACH, {"job_id": job_id, "resend": resend}, timeout=timeout)
+        except BaseException:
+            if job is not None:
+                self.jobs[job_id] = job
+            raise
         if job is None:
             job = Job(self, job_id, reply)
+        if resend:
+            job.received.clear()
         summary = reply.content["job"]
         for key in ("state", "frames_done", "frames_total", "eta_s", "error"):
             setattr(job, key, summary.get(key))
@@ -458,10 +519,12 @@ class EngineClient:
         label: str = "",
         chunk_bytes: int = CHUNK_BYTES,
         timeout: float | None = None,
+        wait: bool = True,
     ) -> Job:
         """Submit inline pixels: `frames` yields (number, HxWxC array), `keyframes` holds
         (number, color) or (number, color, lineart). Frames beyond the first chunk are sent
-        while results stream back (as `poll`/`results` run)."""
+        while results stream back (as `poll`/`results` run). With `wait=False` this returns
+        at once; the job gets its `id` when `poll` sees the engine's reply."""
         kf_content, bufs = [], []
         for kf in keyframes:
             entry = {"number": int(kf[0]), "color": M.array_desc(kf[1], bufs)}
@@ -482,7 +545,7 @@ class EngineClient:
             "confidence": confidence,
             "label": label,
         }
-        job = self._submit(content, bufs, timeout)
+        job = self._submit(content, bufs, timeout, wait)
         if nxt is not None:
             job._to_send = _prepend(nxt, chunks)
         return job
@@ -499,9 +562,10 @@ class EngineClient:
         out_ext: str | None = None,
         label: str = "",
         timeout: float | None = None,
+        wait: bool = True,
     ) -> Job:
         """Submit files on storage the engine shares (absolute paths inside its --roots);
-        the engine writes the output files itself."""
+        the engine writes the output files itself. `wait` as for `submit_frames`."""
         content = {
             "backend": backend,
             "options": dict(options or {}),
@@ -510,9 +574,15 @@ class EngineClient:
             "output": {"kind": "path", "path": output, "ext": out_ext},
             "label": label,
         }
-        return self._submit(content, [], timeout)
+        return self._submit(content, [], timeout, wait)
 
-    def _submit(self, content: dict, bufs: list, timeout: float | None) -> Job:
+    def _submit(self, content: dict, bufs: list, timeout: float | None, wait: bool) -> Job:
+        if not wait:
+            msg_id = self.send(M.SUBMIT, content, bufs, timeout=timeout)
+            self._awaiting.discard(msg_id)
+            job = Job(self, None, None)
+            self._pending_submits[msg_id] = job
+            return job
         reply = self.request(M.SUBMIT, content, bufs, timeout=timeout)
         job = Job(self, reply.content["job_id"], reply)
         job.state = reply.content.get("state", "queued")
@@ -541,6 +611,12 @@ class EngineClient:
                 job._appends_in_flight.append(msg_id)
                 if upcoming is None:
                     job._to_send = None
+
+
+def _error_of(msg: Message) -> dict:
+    err = msg.content.get("error")
+    err = err if isinstance(err, dict) else {}
+    return {"code": str(err.get("code", "error")), "message": str(err.get("message", "engine error"))}
 
 
 def _chunks(frames: Iterator, limit: int) -> Iterator[list]:

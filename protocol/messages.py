@@ -234,11 +234,3 @@ def array_from(desc: dict, buffers: Sequence):
 
 def error_content(code: str, message: str) -> dict:
     return {"status": "error", "error": {"code": code, "message": message}}
-
-
-def raise_for_error(content: dict) -> dict:
-    if content.get("status") == "error":
-        err = content.get("error") or {}
-        raise ProtocolError(str(err.get("code", "error")), str(err.get("message", "engine error")))
-    return content
-

@@ -102,20 +102,6 @@ def write_tiny_weights(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def random_lineart(num_frames: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Black strokes on white that drift from frame to frame (stand-in until engine.synthetic lands)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(num_frames):
-        frame = np.full((size, size, 3), 255, np.uint8)
-        row = (3 + i // 4) % size
-        frame[row, :] = 0
-        frame[:, (5 + i // 7) % size] = 0
-        frame[rng.integers(0, size), rng.integers(0, size)] = 0
-        frames.append(frame)
-    return frames
-
-
 def random_color(size: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 

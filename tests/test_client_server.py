@@ -85,9 +85,23 @@ def test_streamed_input_in_several_messages(client):
     assert all(np.array_equal(results[n], a) for n, a in frames)
 
 
+def test_refused_append_fails_and_stops_the_job(client):
+    a = np.zeros((8, 8, 3), np.uint8)
+    job = client.submit_frames([(0, a), (1, a), (0, a)], backend="passthrough", chunk_bytes=a.nbytes, cache=False)
+    with pytest.raises(EngineError, match="already sent"):
+        list(job.results(timeout=30))
+    assert job.error["code"] == "invalid_content"
+    deadline = time.monotonic() + 30
+    while client.status(job.id)[0]["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.status(job.id)[0]["state"] == "cancelled"
+
+
 def test_non_blocking_poll_as_a_gui_timer_would(client):
     frames = [(n, np.full((8, 8, 3), n, np.uint8)) for n in range(5)]
-    job = client.submit_frames(frames, backend="passthrough", cache=False)
+    job = client.submit_frames(frames, backend="passthrough", cache=False, wait=False)
+    assert job.id is None  # nothing waited for the engine yet
+    refused = client.submit_frames(frames, backend="nope", wait=False)
     got, kinds = {}, set()
     deadline = time.monotonic() + 30
     while not job.final and time.monotonic() < deadline:
@@ -99,8 +113,9 @@ def test_non_blocking_poll_as_a_gui_timer_would(client):
         time.sleep(0.01)
     got.update({r.number: r for r in job.poll()})
     kinds.update(e.msg_type for e in client.poll())
-    assert job.state == "done" and sorted(got) == list(range(5))
+    assert job.state == "done" and sorted(got) == list(range(5)) and job.id in client.jobs
     assert {M.PROGRESS, M.RESULT, M.DONE} <= kinds
+    assert refused.state == "failed" and refused.error["code"] == "unknown_backend"
 
 
 def test_errors_come_back_as_error_replies(client):
@@ -129,6 +144,7 @@ def test_failed_job_reports_its_error(client):
     bad_option = client.submit_frames([(1, np.zeros((8, 8, 3), np.uint8))], backend="paint",
                                       options={"gap_close": 99}, cache=False)
     assert bad_option.wait(30) == "failed" and "gap_close" in bad_option.error["message"]
+    assert bad_option.error["code"] == "backend_error"
     assert client.ping() > 0
 
 
@@ -157,6 +173,42 @@ def _wait_state(client, job_id, leave: str, deadline: float) -> str:
     while client.status(job_id)[0]["state"] == leave and time.monotonic() < deadline:
         time.sleep(0.02)
     return client.status(job_id)[0]["state"]
+
+
+def test_a_client_that_stops_reading_slows_only_its_own_job(engine):
+    frames = [(n, np.full((512, 512, 4), n % 256, np.uint8)) for n in range(200)]  # 200 MiB
+    with engine.client() as slow, engine.client() as other:
+        job = slow.submit_frames(frames, backend="passthrough", cache=False)
+        time.sleep(1.0)  # slow reads nothing meanwhile
+        assert other.ping() > 0
+        done = other.status(job.id)[0]["frames_done"]
+        assert 0 < done < 200  # the engine waits for the reader instead of queueing everything
+        got = {r.number: r.rgb[0, 0, 0] for r in job.results(timeout=30)}
+    assert job.state == "done" and got == {n: n % 256 for n in range(200)}
+
+
+def test_a_stalled_client_frees_the_device_and_reattaches_later(tmp_path):
+    frames = [(n, np.full((512, 512, 4), n % 256, np.uint8)) for n in range(200)]
+    with Engine(tmp_path, "--stall-timeout", "1") as engine:
+        with engine.client() as stalled, engine.client() as other:
+            job = stalled.submit_frames(frames, backend="passthrough", chunk_bytes=1 << 30)  # then reads nothing
+            queued = other.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="passthrough")
+            assert queued.wait(60) == "done"  # ran although the first job's client never read
+            assert other.status(job.id)[0]["state"] == "done"
+            stalled.socket.close(linger=0)  # its buffered results are useless now
+            stalled._connect()
+            again = stalled.reattach(job.id, resend=True)
+            got = {r.number: r.rgb[0, 0, 0] for r in again.results(timeout=60)}
+    assert again.state == "done" and got == {n: n % 256 for n in range(200)}
+
+
+def test_a_client_that_stops_sending_input_fails_its_job(tmp_path):
+    with Engine(tmp_path, "--stall-timeout", "1") as engine, engine.client() as c:
+        job_id = _open_job(c)  # more: true, and nothing follows
+        queued = c.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="passthrough")
+        assert queued.wait(60) == "done"
+        [summary] = c.status(job_id)
+        assert summary["state"] == "failed" and summary["error"]["code"] == "input_timeout"
 
 
 def test_cancel_stops_a_running_job_and_control_stays_responsive(client):
@@ -198,30 +250,46 @@ def test_reattach_from_a_new_client_gets_all_results(engine):
     assert all(np.array_equal(results[n], a) for n, a in frames)
 
 
-def test_duplicate_request_gets_the_cached_reply_not_a_second_job(engine):
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+def _dealer(engine):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(engine.url)
+    return sock
+
+
+def _next(sock, msg_type: str):
+    while True:
+        assert sock.poll(10_000), f"no {msg_type}"
+        msg = deserialize(sock.recv_multipart())
+        if msg.msg_type == msg_type:
+            return msg
+
+
+def test_duplicate_request_gets_the_cached_reply_not_a_second_job(engine):
+    """A client that timed out resends its submit on a new connection (same session and
+    seq): one job, the same reply, and the job's events follow the new connection."""
+    first, second = _dealer(engine), _dealer(engine)
     try:
         bufs: list = []
-        content = {"backend": "passthrough", "label": "dup",
-                   "input": {"kind": "inline", "frames": [
+        content = {"backend": "passthrough", "label": "dup", "cache": False,
+                   "input": {"kind": "inline", "more": True, "frames": [
                        {"number": 1, "array": M.array_desc(np.zeros((4, 4, 3), np.uint8), bufs)}]}}
         msg = make_message(M.SUBMIT, "dup-session", content, buffers=bufs, seq=1)
-        replies = []
-        for _ in range(2):
-            sock.send_multipart(serialize(msg))
-            while True:
-                assert sock.poll(10_000), "no reply"
-                reply = deserialize(sock.recv_multipart())
-                if reply.msg_type == "submit_reply":
-                    replies.append(reply)
-                    break
-        assert replies[0].content["job_id"] == replies[1].content["job_id"]
-        assert replies[0].header["msg_id"] == replies[1].header["msg_id"]
+        first.send_multipart(serialize(msg))
+        reply1 = _next(first, "submit_reply")
+        second.send_multipart(serialize(msg))
+        reply2 = _next(second, "submit_reply")
+        assert reply1.content["job_id"] == reply2.content["job_id"]
+        assert reply1.header["msg_id"] == reply2.header["msg_id"]
+        job_id = reply1.content["job_id"]
+        bufs = []
+        append = make_message(M.APPEND, "dup-session", {"job_id": job_id, "more": False, "frames": [
+            {"number": 2, "array": M.array_desc(np.ones((4, 4, 3), np.uint8), bufs)}]}, buffers=bufs, seq=2)
+        second.send_multipart(serialize(append))
+        assert _next(second, M.DONE).content["state"] == "done"
     finally:
-        sock.close()
+        first.close()
+        second.close()
     with engine.client() as c:
         assert sum(1 for j in c.status() if j["label"] == "dup") == 1
 
@@ -252,3 +320,78 @@ def test_request_to_a_dead_address_times_out_with_a_clear_message():
         with pytest.raises(EngineError, match="is `longanim serve` running") as err:
             c.hello()
         assert err.value.code == "timeout" and c.reconnects == 1  # one retry on a fresh socket
+
+
+# -- caching policies, with an in-process engine so a test backend can be registered ----------
+
+class IndependentEcho:
+    """Passthrough marked frame-independent, counting the frames it computes."""
+
+    computed: list = []
+
+    def __new__(cls, **options):
+        from longanim.engine.backends.passthrough import PassthroughBackend
+
+        class _Echo(PassthroughBackend):
+            name = "independent_echo"
+            frame_independent = True
+
+            def colorize(self, frames, keyframes, **kw):
+                for number, frame in frames:
+                    IndependentEcho.computed.append(number)
+                    yield from super().colorize([(number, frame)], keyframes, **kw)
+
+        return _Echo()
+
+
+@pytest.fixture
+def inprocess(tmp_path, monkeypatch):
+    import threading
+
+    from engine_helpers import free_port
+    from longanim.engine import backends
+    from longanim.engine.server import EngineServer, ServeConfig
+
+    monkeypatch.setitem(backends._REGISTRY, "independent_echo", "test_client_server:IndependentEcho")
+    server = EngineServer(ServeConfig(bind=f"tcp://127.0.0.1:{free_port()}", cache_dir=str(tmp_path / "cache"),
+                                      token_file=str(tmp_path / "token")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with EngineClient(server.endpoint, timeout=10) as c:
+            yield server, c
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_frame_independent_backend_is_cached_per_frame_even_when_streamed(inprocess):
+    server, c = inprocess
+    frames = [(n, np.full((8, 8, 3), n, np.uint8)) for n in range(6)]
+    IndependentEcho.computed.clear()
+    first = c.submit_frames(frames, backend="independent_echo", chunk_bytes=2 * 8 * 8 * 3)
+    assert not any(r.cached for r in first.results(30)) and IndependentEcho.computed == list(range(6))
+    changed = frames[:3] + [(3, np.full((8, 8, 3), 99, np.uint8))] + frames[4:]
+    IndependentEcho.computed.clear()
+    second = c.submit_frames(changed, backend="independent_echo", chunk_bytes=2 * 8 * 8 * 3)
+    results = {r.number: r for r in second.results(30)}
+    assert IndependentEcho.computed == [3]  # only the changed frame ran
+    assert [results[n].cached for n in range(6)] == [True, True, True, False, True, True]
+    assert results[3].rgb[0, 0, 0] == 99 and results[5].rgb[0, 0, 0] == 5
+
+
+def test_whole_input_cache_serves_survivors_when_entries_are_lost(inprocess, shot):
+    server, c = inprocess
+    frames, keyframes = shot
+    first = {r.number: r.rgb.copy() for r in c.submit_frames(frames, keyframes, backend="paint").results(30)}
+    entries = sorted(server.cache.root.rglob("*.lrc"))
+    assert len(entries) == len(frames)
+    for path in entries[::2]:  # as if the engine died before writing these
+        path.unlink()
+    again = c.submit_frames(frames, keyframes, backend="paint")
+    results = {r.number: r for r in again.results(30)}
+    assert sum(r.cached for r in results.values()) == len(frames) - len(entries[::2])
+    assert all(np.array_equal(results[n].rgb, first[n]) for n in first)
+    reattached = c.reattach(again.id, resend=True)  # the ended job's results, again from the cache
+    resent = {r.number for r in reattached.results(30)}
+    assert resent == set(first) and reattached.state == "done"

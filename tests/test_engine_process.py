@@ -123,3 +123,54 @@ def test_serve_refuses_a_port_in_use_and_bad_roots(tmp_path):
     out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--roots", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "not a directory" in out.stderr
+
+
+def test_client_notices_a_restarted_engine_and_fails_the_lost_job(tmp_path):
+    import numpy as np
+
+    from longanim.protocol import messages as M
+
+    engine = Engine(tmp_path).start()
+    try:
+        with engine.client(heartbeat_s=0.2, timeout=5) as c:
+            bufs: list = []
+            content = {"backend": "passthrough", "input": {"kind": "inline", "more": True, "frames": [
+                {"number": 0, "array": M.array_desc(np.zeros((4, 4, 3), np.uint8), bufs)}]}}
+            reply = c.request(M.SUBMIT, content, bufs)
+            from longanim.protocol.client import Job
+
+            job = Job(c, reply.content["job_id"], reply)
+            c._register(job)
+            engine.kill()
+            with pytest.raises(EngineError) as err:  # silence: heartbeats fail, the client reconnects
+                list(job.results(timeout=2))
+            assert err.value.code == "timeout" and c.reconnects >= 1 and not job.final
+            with Engine(tmp_path, port=engine.port) as restarted:
+                with pytest.raises(EngineError) as err:
+                    list(job.results(timeout=30))
+                assert err.value.code == "lost" and job.state == "failed"
+                assert c.ping() > 0 and c.hello()["engine_session"] != ""
+                assert restarted.proc.poll() is None
+    finally:
+        engine.kill()
+
+
+def test_result_cache_is_atomic_and_damage_reads_as_a_miss(tmp_path):
+    import numpy as np
+
+    from longanim.engine.result_cache import ResultCache, digest
+
+    cache = ResultCache(tmp_path / "c")
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    key = digest("k", 1)
+    cache.put_arrays(key, {"rgb": rgb, "confidence": np.ones((2, 3), np.float32)}, {"regions": 2})
+    arrays, info = ResultCache(tmp_path / "c").get_arrays(key)  # a new engine sees it
+    assert np.array_equal(arrays["rgb"], rgb) and info == {"regions": 2}
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.name.startswith(".tmp-")]
+    path = next((tmp_path / "c").rglob("*.lrc"))
+    data = path.read_bytes()
+    for damaged in (data[:-1], data[:10], b"", b"garbage" + data[7:]):
+        path.write_bytes(damaged)
+        assert cache.get_arrays(key) is None
+    assert ResultCache(None).get_arrays(key) is None and not ResultCache(None).enabled
+    assert digest("a", np.zeros(2, np.uint8)) != digest("a", np.zeros(2, np.uint16))

@@ -8,12 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from longanimation_fixtures import random_color, random_lineart, tiny_weights_dir  # noqa: E402
+from longanimation_fixtures import random_color, tiny_weights_dir  # noqa: E402
 
 from longanim.engine.backends import create_backend  # noqa: E402
 from longanim.engine.backends.base import BackendError, Cancelled, Keyframe  # noqa: E402
 from longanim.engine.backends.longanimation.pipeline import LongAnimationPipeline  # noqa: E402
 from longanim.engine.errors import InputError  # noqa: E402
+from longanim.engine.synthetic import make_shot  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,13 @@ def backend(weights):
 
 
 def _shot(n, first=1001, seed=0):
-    return [(first + i, f) for i, f in enumerate(random_lineart(n, seed=seed))]
+    shot = make_shot(n, 16, 16, seed)
+    return [(first + i, shot.lineart(i)) for i in range(n)]
+
+
+def _key(index, n=100, first=1001, seed=0):
+    """The synthetic shot's ground-truth colors at `index`, as an artist's keyframe."""
+    return Keyframe(first + index, make_shot(n, 16, 16, seed).color(index))
 
 
 def _denoise_events(events):
@@ -45,7 +52,7 @@ def test_long_shot_streams_segments_with_fusion(backend, monkeypatch):
     monkeypatch.setattr(LongAnimationPipeline, "_fuse", staticmethod(spy))
     log = []
     frames = _shot(100)
-    key = Keyframe(1001, random_color(seed=1))
+    key = _key(0)
     out = []
     for colored in backend.colorize(frames, [key], progress=log.append):
         log.append("yield")
@@ -68,7 +75,7 @@ def test_long_shot_streams_segments_with_fusion(backend, monkeypatch):
 
 def test_fusion_changes_only_frames_after_the_first_segment(weights):
     frames = _shot(30)
-    keys = [Keyframe(1001, random_color(seed=2))]
+    keys = [_key(0, 30)]
     runs = {}
     for latents in (0, 2):
         b = create_backend("longanimation", weights=str(weights), tiny=True, device="cpu", fusion_latents=latents)
@@ -90,7 +97,7 @@ def test_fusion_weights_follow_the_release():
 @pytest.mark.parametrize("n", [1, 7])
 def test_shot_shorter_than_one_segment(backend, n):
     log = []
-    out = list(backend.colorize(_shot(n, first=0), [Keyframe(0, random_color())], progress=log.append))
+    out = list(backend.colorize(_shot(n, first=0), [_key(0, n, first=0)], progress=log.append))
     assert [c.number for c in out] == list(range(n))
     assert {e["segments"] for e in _denoise_events(log)} == {1}
 
@@ -104,7 +111,7 @@ def test_keyframes_in_the_middle(backend, monkeypatch):
         return original(self, masks, length, reference_rgb, *args, **kwargs)
 
     monkeypatch.setattr(LongAnimationPipeline, "generate_run", spy)
-    k12, k22 = Keyframe(12, random_color(seed=12)), Keyframe(22, random_color(seed=22))
+    k12, k22 = _key(12, 30, first=0), _key(22, 30, first=0)
     log = []
     out = list(backend.colorize(_shot(30, first=0), [k22, k12], progress=log.append))
     assert [c.number for c in out] == list(range(30))
@@ -180,3 +187,113 @@ def test_memory_bank_is_incremental_and_bounded():
     with torch.no_grad():
         last = original(bank._to_tensor([bank._resize(random_color(seed=99))]))
     torch.testing.assert_close(local_memory[0, :, :, -tokens:], last)
+
+
+def test_colorize_through_the_cli(weights, tmp_path):
+    from longanim.commands import main
+
+    make_shot(40, 16, 16, 3).save(tmp_path / "shot", kinds=("lineart", "color"), frames=range(40))
+    out = tmp_path / "out"
+    code = main([
+        "colorize", str(tmp_path / "shot" / "lineart"), "--ref", str(tmp_path / "shot" / "color" / "shot.1001.png"),
+        "-o", str(out), "--backend", "longanimation", "--set", f"weights={weights}", "--set", "tiny=true",
+        "--set", "device=cpu", "-q",
+    ])
+    assert code == 0
+    assert len(list(out.glob("shot.*.png"))) == 40
+
+
+def test_without_memory_no_encoder_is_needed(weights, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "weights"
+    shutil.copytree(weights, root)
+    shutil.rmtree(root / "memory_encoder")
+    calls = []
+    monkeypatch.setattr(LongAnimationPipeline, "_denoise_segment", _spy_memory(calls))
+    b = create_backend("longanimation", weights=str(root), tiny=True, device="cpu", memory=False)
+    out = list(b.colorize(_shot(30), [_key(0, 30)]))
+    assert len(out) == 30 and len(calls) >= 2 and not any(calls)
+    with pytest.raises(BackendError, match="memory_encoder"):
+        list(create_backend("longanimation", weights=str(root), tiny=True).colorize(_shot(3), [_key(0, 3)]))
+
+
+def test_memory_is_used_from_the_second_segment(backend, monkeypatch):
+    calls = []
+    monkeypatch.setattr(LongAnimationPipeline, "_denoise_segment", _spy_memory(calls))
+    list(backend.colorize(_shot(30), [_key(0, 30)]))
+    assert calls[0] is False and all(calls[1:]) and len(calls) >= 3
+
+
+def _spy_memory(calls):
+    original = LongAnimationPipeline._denoise_segment
+
+    def spy(self, frames, ref_latent, ref_sketch, bank, *args):
+        calls.append(bank is not None and len(bank) > 0)
+        return original(self, frames, ref_latent, ref_sketch, bank, *args)
+
+    return spy
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_weights_on_gpu_in_bf16(weights):
+    b = create_backend("longanimation", weights=str(weights), tiny=True, device="cuda", dtype="bf16")
+    out = list(b.colorize(_shot(30), [_key(0, 30)]))
+    assert len(out) == 30 and next(b.pipeline().transformer.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.weights
+@pytest.mark.gpu
+def test_release_weights_short_shot():
+    """Set LONGANIMATION_WEIGHTS to a downloaded release folder (runs without memory until Video-XL lands)."""
+    import os
+
+    root = os.environ.get("LONGANIMATION_WEIGHTS")
+    if not root or not torch.cuda.is_available():
+        pytest.skip("needs LONGANIMATION_WEIGHTS and a CUDA device")
+    shot = make_shot(20, 1024, 576, 0)
+    b = create_backend("longanimation", weights=root, memory=False, offload=True, steps=10)
+    out = list(b.colorize([(i, shot.lineart(i)) for i in range(20)], [Keyframe(0, shot.color(0))]))
+    assert len(out) == 20 and out[10].rgb.shape == (576, 1024, 3)
+
+
+def test_keyframe_outside_the_shot_nearest_leads(backend, monkeypatch):
+    references = []
+    original = LongAnimationPipeline.generate_run
+
+    def spy(self, masks, length, reference_rgb, reference_mask, *args, **kwargs):
+        references.append((reference_rgb.copy(), reference_mask.copy()))
+        return original(self, masks, length, reference_rgb, reference_mask, *args, **kwargs)
+
+    monkeypatch.setattr(LongAnimationPipeline, "generate_run", spy)
+    near, far = Keyframe(990, random_color(seed=5)), Keyframe(2000, random_color(seed=6))
+    lines = np.full((16, 16, 3), 255, np.uint8)
+    lines[8] = 0
+    near = Keyframe(990, near.color, lineart=lines)
+    out = list(backend.colorize(_shot(6), [far, near]))
+    assert [c.number for c in out] == list(range(1001, 1007))
+    ((ref_rgb, ref_mask),) = references
+    np.testing.assert_array_equal(ref_rgb, near.color)
+    assert ref_mask[8].all() and ref_mask.sum() == 16  # the keyframe's own line art was read
+
+
+def test_streams_through_a_real_engine(weights, tmp_path):
+    """Per-segment results and per-step progress through `longanim serve` (a real process)."""
+    from engine_helpers import Engine
+
+    shot = make_shot(30, 16, 16, 0)
+    frames = [(1001 + i, shot.lineart(i)) for i in range(30)]
+    with Engine(tmp_path) as engine, engine.client() as client:
+        job = client.submit_frames(
+            frames, [(1001, shot.color(0))], backend="longanimation", cache=False,
+            options={"weights": str(weights), "tiny": True, "device": "cpu"},
+        )
+        results = list(job.results(timeout=120))
+    assert job.state == "done", job.summary
+    assert [r.number for r in results] == [n for n, _ in frames]
+    assert results[5].rgb.shape == (16, 16, 3)
+    local = create_backend("longanimation", weights=str(weights), tiny=True, device="cpu")
+    expected = {c.number: c.rgb for c in local.colorize(frames, [Keyframe(1001, shot.color(0))])}
+    for r in results:  # same seed, same weights: the engine's frames are the in-process ones
+        np.testing.assert_array_equal(r.rgb, expected[r.number])

@@ -63,6 +63,15 @@ def test_text_encoder_missing_tensor(weights, capsys):
     assert code == 1 and "missing key 'encoder.final_layer_norm.weight'" in out
 
 
+def test_memory_encoder_only_required_with_memory(weights, capsys):
+    shutil.rmtree(weights / W.MEMORY_FOLDER)
+    (weights / "Video_XL").mkdir()
+    code, out = _doctor(capsys, "--weights", weights, "--no-gpu-check")
+    assert code == 1 and "[FAIL] memory encoder" in out and "Video-XL memory encoder is not implemented yet" in out
+    code, out = _doctor(capsys, "--weights", weights, "--no-gpu-check", "--no-memory")
+    assert code == 0 and "not checked (running without memory)" in out
+
+
 def test_not_a_folder(tmp_path, capsys):
     code, out = _doctor(capsys, "--weights", tmp_path / "nope", "--no-gpu-check")
     assert code == 1 and "not a folder" in out

@@ -20,7 +20,8 @@ OVERRIDE_MARGIN = 0.1  # an unsure local answer yields to a global one at least 
 REMEMBER_CONFIDENCE = 0.9  # regions at least this sure are written into the global memory
 MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
 SETTLED = 0.8  # local matches this sure are kept without asking the global memory
-CLAIM_DISTANCE = 3.0  # a tracked region this close to a prototype of its color accounts for it
+CLAIM_DISTANCE = 3.0
+ROUNDS = 2  # newcomers are identified twice: the second time with each other's answers as context
 
 
 class PaintBackend(Backend):
@@ -110,34 +111,42 @@ class _Shot:
         tracked = np.flatnonzero(decided[1:]) + 1
         claimed = np.zeros(len(memory), bool)
         if tracked.size:
-            d2 = memory.distances(_observe(stats, features, color, decided, tracked))
-            same = np.all(color[tracked][:, None, :] == memory.color[None, :, :], axis=2)
-            claimed = np.any(same & (d2 <= CLAIM_DISTANCE), axis=0)
+            claimed = _claims(memory, stats, features, color, decided, tracked).any(axis=0)
         open_ = np.flatnonzero(~decided)
-        # Large regions first: they become the context that identifies the small ones inside them.
-        for r in open_[np.argsort(-stats.area[open_], kind="stable")]:
-            rows = np.array([r])
-            obs = _observe(stats, features, color, decided, rows)
-            found = memory.match(obs, excluded=claimed[None, :])
-            if self.trace is not None:
-                self.trace[int(r)] = (found.color[0], float(found.confidence[0]), obs)
-            if np.array_equal(found.color[0], color[r]):
-                confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
-            elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
-                color[r], confidence[r] = found.color[0], found.confidence[0]
-                claimed |= np.all(memory.color == color[r], axis=1) & (memory.distances(obs)[0] <= CLAIM_DISTANCE)
-            elif confidence[r] == 0:
-                parent = stats.parent[r]
-                color[r] = color[parent] if decided[parent] else 255  # unrecognised: continue the enclosing fill
-            decided[r] = True
+        open_ = open_[np.argsort(-stats.area[open_], kind="stable")]
+        # Large regions first: they become the context that identifies the small ones inside
+        # them; a second round lets the large ones see the small ones' answers too.
+        by_open = np.zeros((0, len(memory)), bool)
+        for round_ in range(ROUNDS):
+            for i, r in enumerate(open_):
+                rows = np.array([r])
+                obs = _observe(stats, features, color, decided, rows)
+                excluded = claimed
+                if round_ == 1:  # claims of the other newcomers from round one, not its own
+                    excluded = claimed | ((by_open.sum(axis=0) - by_open[i]) > 0)
+                found = memory.match(obs, excluded=excluded[None, :])
+                if self.trace is not None:
+                    self.trace[int(r)] = (found.color[0], float(found.confidence[0]), obs)
+                if np.array_equal(found.color[0], color[r]):
+                    confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
+                elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
+                    color[r], confidence[r] = found.color[0], found.confidence[0]
+                elif round_ == ROUNDS - 1 and confidence[r] == 0:
+                    parent = stats.parent[r]  # unrecognised: continue the enclosing fill
+                    color[r] = color[parent] if decided[parent] else 255
+                decided[r] = True
+            if round_ == 0 and open_.size and ROUNDS > 1:
+                by_open = _claims(memory, stats, features, color, decided, open_)
         return color, confidence
 
     def _remember_globally(self, stats, color, confident, number, *, pinned=False) -> None:
-        rows = np.flatnonzero(confident & ~stats.border & (stats.samples >= MIN_SAMPLES))
-        rows = rows[rows > 0]
+        confident = confident.copy()
+        confident[0] = False
         known = np.ones(stats.count + 1, bool)
-        obs = _observe(stats, describe(stats), color, known, rows, remember=True)
-        self.global_.remember(obs, number, pinned=pinned)
+        obs = _observe(stats, describe(stats), color, known, np.flatnonzero(confident), remember=True)
+        # Regions cut by the frame edge have no trustworthy shape to remember.
+        whole = (~stats.border & (stats.samples >= MIN_SAMPLES))[confident]
+        self.global_.remember(obs.rows(whole), number, pinned=pinned)
 
 
 def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray, rows: np.ndarray,
@@ -147,6 +156,13 @@ def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray,
     ok = (neighbors > 0) & known[neighbors]
     context = np.where(ok[..., None], color[neighbors].astype(np.int16), np.int16(-1))
     return Observation(features[rows], context, stats.contact[rows], color[rows] if remember else None)
+
+
+def _claims(memory, stats, features, color, decided, rows) -> np.ndarray:
+    """(rows x prototypes): which prototypes each region accounts for (its color, close shape)."""
+    d2 = memory.distances(_observe(stats, features, color, decided, rows))
+    same = np.all(color[rows][:, None, :] == memory.color[None, :, :], axis=2)
+    return same & (d2 <= CLAIM_DISTANCE)
 
 
 def describe(stats: RegionStats) -> np.ndarray:

@@ -23,7 +23,8 @@ class LongAnimationBackend(Backend):
     """Options: weights (folder laid out like the release), device ("auto", "cuda", "cuda:1", "cpu"),
     dtype ("auto": bf16 on GPU, fp32 on CPU), steps, cfg, offload, vae_tiling, height/width (model
     resolution; default the input's, rounded down to a multiple of 16), segment_length, overlap,
-    fusion_steps, fusion_latents, prompt, seed, tiny (small segments and few steps, for tests and CI).
+    fusion_steps, fusion_latents, prompt, seed, memory (False: no DGLM and no memory encoder needed),
+    tiny (small segments and few steps, for tests and CI).
     """
 
     name = "longanimation"
@@ -33,7 +34,7 @@ class LongAnimationBackend(Backend):
         cfg: float = 6.0, offload: bool = False, vae_tiling: bool = True, height: int | None = None,
         width: int | None = None, segment_length: int | None = None, overlap: int | None = None,
         fusion_steps: int | None = None, fusion_latents: int | None = None, prompt: str | None = None,
-        seed: int = 42, tiny: bool = False,
+        seed: int = 42, memory: bool = True, tiny: bool = False,
     ):
         from longanim.engine.backends.longanimation.pipeline import Settings
 
@@ -47,7 +48,7 @@ class LongAnimationBackend(Backend):
                      fusion_latents=fusion_latents, prompt=prompt)
         base.update({k: v for k, v in given.items() if v is not None})
         self.settings = Settings(guidance_scale=cfg, seed=seed, **base)
-        if fusion_steps is None and not tiny:
+        if fusion_steps is None:  # the release fuses the last 19 of 50 steps; fewer steps fuse them all
             self.settings.fusion_steps = min(self.settings.fusion_steps, self.settings.steps)
         try:
             self.settings.check()
@@ -58,13 +59,13 @@ class LongAnimationBackend(Backend):
                 raise BackendError(f"{label} must be a positive multiple of {_MODEL_MULTIPLE}, got {value}")
         self.resolution = (height, width)
         self.device_option, self.dtype_option = device, dtype
-        self.offload, self.vae_tiling = offload, vae_tiling
+        self.offload, self.vae_tiling, self.memory = offload, vae_tiling, memory
         self._pipeline = None
 
     def describe(self) -> dict:
         return {"name": self.name, "weights": str(self.weights), "device": self.device_option,
                 "segment_length": self.settings.segment_length, "overlap": self.settings.overlap,
-                "steps": self.settings.steps}
+                "steps": self.settings.steps, "memory": self.memory}
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -92,21 +93,23 @@ class LongAnimationBackend(Backend):
 
             device, dtype = self._resolve_device()
             self._pipeline = LongAnimationPipeline.from_weights(
-                self.weights, device=device, dtype=dtype, offload=self.offload, vae_tiling=self.vae_tiling
+                self.weights, device=device, dtype=dtype, offload=self.offload, vae_tiling=self.vae_tiling,
+                memory=self.memory,
             )
         return self._pipeline
 
     # --- colorize -----------------------------------------------------------------------------
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
-        import cv2
-
         from longanim.engine.backends.longanimation.memory_encoder import MemoryBank
-        from longanim.engine.backends.longanimation.pipeline import line_mask
         from longanim.engine.backends.longanimation.planning import plan_runs
 
         if not keyframes:
             raise InputError("the longanimation backend needs at least one colored keyframe")
+        for key in keyframes:
+            _rgb(key.color, f"keyframe {key.number} color")
+            if key.lineart is not None:
+                _rgb(key.lineart, f"keyframe {key.number} line art")
         shot = _Shot(self.resolution, self.settings.sketch_threshold)
         for number, lineart in frames:
             shot.add(number, lineart)
@@ -114,17 +117,21 @@ class LongAnimationBackend(Backend):
             return
         keys = _order_keyframes(keyframes, shot)
         runs = plan_runs(len(shot.numbers), [shot.position.get(k.number) for k in keys])
+        if progress is not None and self._pipeline is None:
+            progress({"stage": "load", "weights": str(self.weights)})
         pipe = self.pipeline()
         if progress is not None:
             progress({"stage": "plan", "frames": len(shot.numbers), "runs": len(runs)})
-        bank = MemoryBank(pipe.memory_encoder, global_frames=self.settings.global_frames,
-                          local_frames=self.settings.local_frames)
+        bank = None
+        if pipe.memory_encoder is not None:
+            bank = MemoryBank(pipe.memory_encoder, global_frames=self.settings.global_frames,
+                              local_frames=self.settings.local_frames)
         done: dict[int, np.ndarray] = {}
         next_out = 0
         for run_index, run in enumerate(runs):
             key = keys[run.keyframe]
-            ref_rgb = shot.to_model(_rgb(key.color, f"keyframe {key.number} color"))
-            ref_mask = self._reference_mask(key, shot, line_mask, cv2)
+            ref_rgb = shot.to_model(key.color)
+            ref_mask = self._reference_mask(key, shot)
             outputs = set(run.outputs)
             label = {"run": run_index + 1, "runs": len(runs)}
             generated = pipe.generate_run(
@@ -139,10 +146,12 @@ class LongAnimationBackend(Backend):
                     yield shot.colored(next_out, done.pop(next_out), keys, run_index)
                     next_out += 1
 
-    def _reference_mask(self, key: Keyframe, shot: "_Shot", line_mask, cv2) -> np.ndarray:
+    def _reference_mask(self, key: Keyframe, shot: "_Shot") -> np.ndarray:
+        """The keyframe's line art, which the model reads beside its colors."""
+        from longanim.engine.backends.longanimation.pipeline import line_mask
+
         if key.lineart is not None:
-            return line_mask(shot.to_model(_rgb(key.lineart, f"keyframe {key.number} line art")),
-                             self.settings.sketch_threshold)
+            return line_mask(shot.to_model(key.lineart), self.settings.sketch_threshold)
         if key.number in shot.position:
             return shot.mask(shot.position[key.number])
         # No line art for a keyframe outside the shot: its darkest strokes stand in.

@@ -48,7 +48,8 @@ def _numel(shape) -> int:
     return n
 
 
-def check_weights(root: str | Path) -> list[Check]:
+def check_weights(root: str | Path, *, memory: bool = True) -> list[Check]:
+    """`memory=False`: the backend will run without the DGLM's memory, so no memory encoder is needed."""
     from longanim.engine.backends.longanimation import weights as W
 
     layout = W.WeightsLayout(Path(root))
@@ -70,6 +71,9 @@ def check_weights(root: str | Path) -> list[Check]:
         checks.append(_module_check("SketchDiT (control_module.safetensors)", layout.control,
                                     lambda: W.build_sketch_dit(layout, base_config)))
     checks.append(_module_check("DGLM (glm_module.safetensors)", layout.glm, lambda: W.build_dglm(layout)))
+    if not memory:
+        checks.append(Check(f"memory encoder ({W.MEMORY_FOLDER})", OK, "not checked (running without memory)"))
+        return checks
     problems = W.check_memory_encoder(layout)
     if problems and any((layout.root / n).exists() for n in ("Video_XL", "videoxl", "Video-XL")):
         problems.append("a Video-XL folder is present, but the Video-XL memory encoder is not implemented yet")

@@ -89,6 +89,8 @@ class LongAnimationPipeline:
         if vae_tiling:
             vae.enable_tiling()
         for m in (transformer, sketch_dit, dglm, vae, text_encoder, memory_encoder):
+            if m is None:
+                continue
             if next(m.parameters()).dtype != dtype:
                 m.to(dtype=dtype)
             m.eval().requires_grad_(False)
@@ -96,13 +98,17 @@ class LongAnimationPipeline:
         for m in (transformer, sketch_dit, dglm):
             m.to(self.device)
         for m in (vae, text_encoder, memory_encoder):
-            m.to("cpu" if offload else self.device)
+            if m is not None:
+                m.to("cpu" if offload else self.device)
         self._prompt_cache: dict[tuple[str, str], torch.Tensor] = {}
         self.vae_spatial = 2 ** (len(vae.config.block_out_channels) - 1)
         self.vae_temporal = vae.config.temporal_compression_ratio
 
     @classmethod
-    def from_weights(cls, root: str | Path, *, device="cpu", dtype=torch.float32, offload=False, vae_tiling=True):
+    def from_weights(
+        cls, root: str | Path, *, device="cpu", dtype=torch.float32, offload=False, vae_tiling=True, memory=True,
+    ):
+        """`memory=False` runs without the DGLM and needs no memory encoder (the release's first segment, always)."""
         layout = W.WeightsLayout(Path(root))
         if not layout.root.is_dir():
             raise W.WeightsError(f"weights folder {layout.root} not found")
@@ -115,18 +121,18 @@ class LongAnimationPipeline:
             scheduler=W.load_base_part(layout, "scheduler", dtype),
             text_encoder=W.load_base_part(layout, "text_encoder", dtype),
             tokenizer=W.load_base_part(layout, "tokenizer", dtype),
-            memory_encoder=W.load_memory_encoder(layout, dtype),
+            memory_encoder=W.load_memory_encoder(layout, dtype) if memory else None,
             device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling,
         )
 
     @contextlib.contextmanager
     def _on_device(self, module):
-        if self.offload:
+        if self.offload and module is not None:
             module.to(self.device)
         try:
             yield module
         finally:
-            if self.offload:
+            if self.offload and module is not None:
                 module.to("cpu")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -164,7 +170,7 @@ class LongAnimationPipeline:
         length: int,
         reference_rgb: np.ndarray,
         reference_mask: np.ndarray,
-        bank: MemoryBank,
+        bank: MemoryBank | None,
         settings: Settings,
         *,
         progress: Callable[[dict], None] | None = None,
@@ -199,8 +205,9 @@ class LongAnimationPipeline:
             rgb = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             rgb = rgb.permute(1, 2, 3, 0).cpu().numpy()  # (F, H, W, 3)
             kept = [(p, rgb[p - seg.start]) for p in range(seg.keep_from, seg.keep_to)]
-            with self._on_device(self.memory_encoder):
-                bank.add([f for _, f in kept])
+            if bank is not None:
+                with self._on_device(self.memory_encoder):
+                    bank.add([f for _, f in kept])
             yield from kept
 
     def _denoise_segment(
@@ -220,7 +227,7 @@ class LongAnimationPipeline:
             sketch = torch.cat([ref_sketch.expand(-1, pad, -1, -1, -1), sketch], dim=1)
 
         memory = None
-        if len(bank):
+        if bank is not None and len(bank):
             with self._on_device(self.memory_encoder):
                 memory = bank.memory(self.device, self.dtype)
 

@@ -1,0 +1,362 @@
+"""Benchmark of the embedded `paint` colorizer: speed, memory over shot length, accuracy.
+
+    python bench/bench_paint.py                 # the full run recorded in bench/results/paint.md
+    python bench/bench_paint.py --quick --out /tmp/paint.md    # smoke run on tiny sizes
+    python bench/bench_paint.py --parts a,c     # only some parts
+
+Parts (targets from issue 2):
+  a  the colorizer itself, frames in memory: line art is rendered BEFORE timing and only
+     `backend.colorize` is timed; median per-frame ms and fps after a warm-up
+     (target >= 24 fps at 1920x1080);
+  b  end to end through files: `colorize_shot` on a PNG sequence (read, colorize, write
+     PNG + confidence PNG), fps beside (a)'s;
+  c  peak RSS of a short vs a long shot, each in a fresh subprocess whose frames are
+     rendered on the fly so the input never sits in memory (target: long within 10%);
+  d  accuracy on clean synthetic shots through `longanim demo`'s own code
+     (engine/demo.py), global memory on and off (`global_memory=False`, the local-only
+     ablation): all pixels, characters' pixels, and characters' pixels after re-entry
+     (targets >= 99%, >= 99%, >= 98%).
+
+Everything is written to the results file atomically, with the exact command and the
+load average when the run started: numbers taken on a busy machine say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "paint.md"
+TARGET_FPS_1080 = 24.0
+TARGET_RSS_RATIO = 1.10
+TARGET_ACC, TARGET_ACC_CHARS, TARGET_ACC_REENTRY = 0.99, 0.99, 0.98
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes and few frames: checks the script runs")
+    p.add_argument("--parts", default="a,b,c,d", help="which parts to run (default a,b,c,d)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
+    p.add_argument("--sizes", help="speed sizes, comma-separated WxH (default 1920x1080,960x540)")
+    p.add_argument("--frames", type=int, help="timed frames per speed run (default 90)")
+    p.add_argument("--warmup", type=int, help="untimed frames before timing (default 5)")
+    p.add_argument("--rss-frames", help="short and long shot lengths for (c) (default 200,2000)")
+    p.add_argument("--rss-size", help="frame size for (c) (default 960x540)")
+    p.add_argument("--acc-frames", type=int, help="shot length for (d) (default 500)")
+    p.add_argument("--acc-size", help="frame size for (d) (default 480x270)")
+    p.add_argument("--seeds", help="synthetic shot seeds for (d) (default 0,1,2)")
+    p.add_argument("--rss-child", nargs=2, metavar=("FRAMES", "WxH"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "sizes": "160x90" if quick else "1920x1080,960x540",
+        "frames": 6 if quick else 90,
+        "warmup": 2 if quick else 5,
+        "rss_frames": "10,30" if quick else "200,2000",
+        "rss_size": "96x54" if quick else "960x540",
+        "acc_frames": 24 if quick else 500,
+        "acc_size": "96x54" if quick else "480x270",
+        "seeds": "0" if quick else "0,1,2",
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
+    if not args.parts <= set("abcd"):
+        p.error(f"--parts takes letters from a,b,c,d, got {sorted(args.parts)}")
+    args.sizes = [parse_size(s) for s in args.sizes.split(",")]
+    args.rss_frames = [int(s) for s in args.rss_frames.split(",")]
+    args.rss_size = parse_size(args.rss_size)
+    args.acc_size = parse_size(args.acc_size)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    return args
+
+
+# --------------------------------------------------------------------------- (a) in memory
+
+def bench_in_memory(size: tuple[int, int], frames: int, warmup: int) -> dict:
+    from longanim.engine.backends import create_backend
+    from longanim.engine.backends.base import Keyframe
+    from longanim.engine.synthetic import make_shot
+
+    w, h = size
+    total = warmup + frames
+    shot = make_shot(total, w, h, seed=0)
+    lineart = [shot.lineart(i) for i in range(total)]  # rendered before any timing
+    keyframe = Keyframe(0, shot.color(0), lineart[0])
+    backend = create_backend("paint")
+    times = []
+    results = backend.colorize(iter(enumerate(lineart)), [keyframe])
+    while True:
+        t0 = time.perf_counter()
+        result = next(results, None)
+        if result is None:
+            break
+        times.append(time.perf_counter() - t0)
+    timed = times[warmup:]  # frame 0 is the keyframe itself, and the shot's setup runs in it
+    median = statistics.median(timed)
+    return {"size": f"{w}x{h}", "frames": len(timed), "median_ms": median * 1e3,
+            "p90_ms": _percentile(timed, 90) * 1e3, "fps": 1.0 / median, "fps_mean": len(timed) / sum(timed)}
+
+
+# --------------------------------------------------------------------------- (b) end to end
+
+def bench_end_to_end(size: tuple[int, int], frames: int, warmup: int) -> dict:
+    from longanim.engine.demo import write_refs, write_shot
+    from longanim.engine.pipeline import RefSpec, colorize_shot
+    from longanim.engine.synthetic import make_shot
+
+    w, h = size
+    total = warmup + frames
+    shot = make_shot(total, w, h, seed=0)
+    with tempfile.TemporaryDirectory(prefix="bench-paint-") as tmp:
+        root = Path(tmp)
+        write_shot(shot, root)
+        refs = write_refs(shot, root / "refs")
+        stamps = []
+        report = colorize_shot(root / "lineart", [RefSpec(r.path, r.frame) for r in refs], root / "out",
+                               on_frame=lambda result, path: stamps.append(time.perf_counter()))
+    steps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+    median = statistics.median(steps) if steps else float("nan")
+    return {"size": f"{w}x{h}", "frames": len(report.frames), "median_ms": median * 1e3, "fps": 1.0 / median,
+            "fps_overall": len(report.frames) / report.seconds}
+
+
+# --------------------------------------------------------------------------- (c) peak RSS
+
+def rss_child(frames: int, size: tuple[int, int]) -> None:
+    """Runs in a fresh process: colorize a shot whose frames are rendered as they are
+    asked for, drop every result, report this process's own peak RSS."""
+    import resource
+
+    from longanim.engine.backends import create_backend
+    from longanim.engine.backends.base import Keyframe
+    from longanim.engine.synthetic import make_shot
+
+    w, h = size
+    shot = make_shot(frames, w, h, seed=0)
+    key = Keyframe(0, shot.color(0), shot.lineart(0))
+    started = time.perf_counter()
+    count = 0
+    for _ in create_backend("paint").colorize(((i, shot.lineart(i)) for i in range(frames)), [key]):
+        count += 1
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    if sys.platform == "darwin":
+        peak_kib //= 1024  # bytes there
+    print(json.dumps({"frames": count, "peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}))
+
+
+def bench_rss(frames: int, size: tuple[int, int]) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(frames), f"{size[0]}x{size[1]}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"RSS child for {frames} frames failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- (d) accuracy
+
+def bench_accuracy(frames: int, size: tuple[int, int], seed: int, global_memory: bool) -> dict:
+    from longanim.engine.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="bench-paint-acc-") as tmp:
+        fig = run_demo(Path(tmp) / "demo", frames, size, seed, "paint", {"global_memory": global_memory},
+                       contact=False)
+    return {"seed": seed, "global_memory": global_memory, "accuracy": fig["accuracy"],
+            "accuracy_characters": fig["accuracy_characters"], "accuracy_after_reentry": fig["accuracy_after_reentry"],
+            "reentries": fig["reentries"], "fps": fig["fps"]}
+
+
+# --------------------------------------------------------------------------- report
+
+def _percentile(values, q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(math.ceil(q / 100 * len(v))) - 1))]
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.2%}"
+
+
+def _num(v, fmt: str) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def _verdict(ok) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _load_average() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        except OSError:
+            return "unknown"
+
+
+def _machine() -> str:
+    import cv2
+    import numpy
+
+    return (f"{platform.platform()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}, "
+            f"numpy {numpy.__version__}, opencv {cv2.__version__}, cv2 threads {cv2.getNumThreads()}")
+
+
+def _mean(values) -> float:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.rss_child:
+        rss_child(int(args.rss_child[0]), parse_size(args.rss_child[1]))
+        return 0
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *(argv or sys.argv[1:])])
+    lines = [
+        "# `paint` colorizer benchmark" + (" (QUICK smoke run: not a measurement)" if args.quick else ""),
+        "",
+        f"- command: `{command}`",
+        f"- started: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- `uptime` at start: `{_load_average()}`",
+        f"- machine: {_machine()}",
+        "",
+    ]
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    for line in lines:
+        print(line)
+    started = time.perf_counter()
+
+    if "a" in args.parts or "b" in args.parts:
+        speed_rows = []
+        for size in args.sizes:
+            mem = bench_in_memory(size, args.frames, args.warmup) if "a" in args.parts else None
+            e2e = bench_end_to_end(size, args.frames, args.warmup) if "b" in args.parts else None
+            target = size == (1920, 1080)
+            speed_rows.append([
+                f"{size[0]}x{size[1]}",
+                _num(mem and mem["median_ms"], ".1f"), _num(mem and mem["p90_ms"], ".1f"),
+                _num(mem and mem["fps"], ".1f"),
+                _num(e2e and e2e["fps"], ".1f"), _num(e2e and e2e["fps_overall"], ".1f"),
+                f">= {TARGET_FPS_1080:g} fps (colorizer)" if target else "-",
+                _verdict(mem["fps"] >= TARGET_FPS_1080) if target and mem else "-",
+            ])
+            print(f"  speed {size[0]}x{size[1]} done", flush=True)
+        say("## (a, b) Speed")
+        say()
+        say(f"Synthetic shot (seed 0, clean lines), keyframe = first frame; {args.warmup} warm-up frames "
+            f"(the keyframe among them), then {args.frames} timed frames. (a) times only `backend.colorize` "
+            "on line art rendered beforehand; (b) is `colorize_shot` on a PNG sequence (read PNG, colorize, "
+            "write colored PNG + confidence PNG), median interval between finished frames, and "
+            "frames / total seconds including setup.")
+        say()
+        for row in _table(["size", "(a) median ms", "(a) p90 ms", "(a) fps", "(b) e2e fps (median)",
+                           "(b) e2e fps (overall)", "target", "verdict"], speed_rows):
+            say(row)
+        say()
+
+    if "c" in args.parts:
+        short, long_ = args.rss_frames[0], args.rss_frames[-1]
+        w, h = args.rss_size
+        a, b = bench_rss(short, args.rss_size), bench_rss(long_, args.rss_size)
+        ratio = b["peak_rss_mib"] / a["peak_rss_mib"]
+        say("## (c) Peak memory vs shot length")
+        say()
+        say(f"{w}x{h}, seed 0, frames rendered on the fly inside a fresh subprocess per run (the input never "
+            "sits in memory), backend `paint` with default options, results dropped; peak RSS is that "
+            "child's own `ru_maxrss`.")
+        say()
+        for row in _table(["frames", "peak RSS MiB", "seconds", "target", "verdict"], [
+            [str(short), f"{a['peak_rss_mib']:.1f}", f"{a['seconds']:.1f}", "-", "-"],
+            [str(long_), f"{b['peak_rss_mib']:.1f}", f"{b['seconds']:.1f}",
+             f"<= {TARGET_RSS_RATIO:.2f} x {short}-frame", _verdict(ratio <= TARGET_RSS_RATIO)],
+        ]):
+            say(row)
+        say()
+        say(f"Ratio {long_}/{short} frames: **{ratio:.3f}**")
+        say()
+
+    if "d" in args.parts:
+        from longanim.engine.demo import REENTRY_DEFINITION
+
+        w, h = args.acc_size
+        runs = [bench_accuracy(args.acc_frames, args.acc_size, seed, gm)
+                for seed in args.seeds for gm in (True, False)]
+        say("## (d) Accuracy, global memory on vs off")
+        say()
+        say(f"Clean synthetic shots, {args.acc_frames} frames at {w}x{h}, seeds "
+            f"{', '.join(map(str, args.seeds))}, one reference keyframe (the first frame), through "
+            "`longanim demo`'s code (engine/demo.py: PNG files, `colorize_shot`, engine/metrics.py). "
+            "Flat-region accuracy: share of pixels not within 1 px of a line whose CIEDE2000 to the truth "
+            "is <= 3. 'Characters' counts only characters' pixels (synthetic masks). "
+            f"'After re-entry': {REENTRY_DEFINITION}. `global_memory=off` is the local-only ablation.")
+        say()
+        rows = []
+        for r in runs:
+            back = "; ".join(f"char {e['character']} back at {e['back']} after {e['away']}" for e in r["reentries"])
+            rows.append([str(r["seed"]), "on" if r["global_memory"] else "off", _pct(r["accuracy"]),
+                         _pct(r["accuracy_characters"]), _pct(r["accuracy_after_reentry"]), back or "none"])
+        for gm in (True, False):
+            mine = [r for r in runs if r["global_memory"] == gm]
+            rows.append(["**mean**", "on" if gm else "off",
+                         *(f"**{_pct(_mean(r[k] for r in mine))}**"
+                           for k in ("accuracy", "accuracy_characters", "accuracy_after_reentry")), ""])
+        for row in _table(["seed", "global memory", "all pixels", "characters", "after re-entry", "re-entries"],
+                          rows):
+            say(row)
+        say()
+        on = [r for r in runs if r["global_memory"]]
+        off = [r for r in runs if not r["global_memory"]]
+        checks = [("all pixels", "accuracy", TARGET_ACC), ("characters' pixels", "accuracy_characters",
+                  TARGET_ACC_CHARS), ("after re-entry", "accuracy_after_reentry", TARGET_ACC_REENTRY)]
+        target_rows = []
+        for label, key, target in checks:
+            mean_on, mean_off = _mean(r[key] for r in on), _mean(r[key] for r in off)
+            worst = min((r[key] for r in on if r[key] is not None and math.isfinite(r[key])), default=float("nan"))
+            target_rows.append([label, _pct(mean_on), _pct(worst), _pct(mean_off),
+                                _num((mean_on - mean_off) * 100, "+.2f") + " pt", f">= {target:.0%}",
+                                _verdict(None if not math.isfinite(worst) else worst >= target)])
+        for row in _table(["figure", "global on (mean)", "global on (worst seed)", "global off (mean)",
+                           "gap on-off", "target (every seed)", "verdict"], target_rows):
+            say(row)
+        say()
+
+    say(f"Total benchmark time: {time.perf_counter() - started:.0f} s.")
+    from longanim.engine.image_files import atomic_write
+
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(args.out, lambda tmp: Path(tmp).write_bytes(text))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
