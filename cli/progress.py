@@ -21,9 +21,12 @@ class ProgressBar:
 
     def update(self, done: int) -> None:
         elapsed = time.monotonic() - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        text = f"{self.label} {done}/{self.total} {rate:5.1f} fps ETA {_clock(eta)}"
+        if elapsed < 0.5:  # too early for a rate that means anything
+            text = f"{self.label} {done}/{self.total}"
+        else:
+            rate = done / elapsed
+            eta = (self.total - done) / rate if rate > 0 else 0.0
+            text = f"{self.label} {done}/{self.total} {rate:5.1f} fps ETA {_clock(eta)}"
         if self.tty:
             filled = int(30 * done / self.total)
             self.stream.write(f"\r{text} [{'#' * filled}{'.' * (30 - filled)}]")

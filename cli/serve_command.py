@@ -16,6 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache", metavar="DIR", default=None,
                         help="result cache directory (default: $XDG_CACHE_HOME/longanim/results)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache results")
+    parser.add_argument("--cache-max-gb", type=float, default=20.0,
+                        help="cache size limit; least recently used results go first (default: %(default)s)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --bind without CurveZMQ keys (trusted networks only)")
     parser.add_argument("--curve-keys", metavar="DIR", default=None,
@@ -54,6 +56,7 @@ def run(args) -> int:
         bind=args.bind,
         roots=args.roots,
         cache_dir=cache,
+        cache_max_bytes=int(args.cache_max_gb * (1 << 30)),
         insecure=args.insecure,
         curve_keys=args.curve_keys,
         allowed_clients=args.allowed_clients,

@@ -50,7 +50,7 @@ class JobFailed(LonganimError):
 class Job:
     id: str
     session: str
-    identity: bytes
+    identity: list  # ROUTER envelope: where this job's events go (changes on reattach)
     submit_header: dict
     content: dict
     state: str = "queued"
@@ -308,11 +308,14 @@ class _Runner:
         if key in self.backends:
             self.backends.move_to_end(key)
             return self.backends[key]
-        opts = dict(options)
-        if self.device != "cpu":
-            opts.setdefault("device", self.device)
         try:
-            backend = create_backend(name, **opts)
+            if self.device != "cpu" and "device" not in options:
+                try:  # GPU backends take the worker's device; CPU-only ones (paint) take no device option
+                    backend = create_backend(name, device=self.device, **options)
+                except BackendError:
+                    backend = create_backend(name, **options)
+            else:
+                backend = create_backend(name, **options)
         except (ValueError, TypeError) as exc:  # a backend refusing an option value
             raise JobFailed("backend_error", f"backend {name!r}: {exc}") from None
         self.backends[key] = backend
@@ -446,6 +449,11 @@ class _Runner:
         from longanim.engine.sequence_in import open_sequence
 
         paths = job.content["_paths"]
+        roots = self.manager.roots
+        # Checked again now: the folders may have changed (a planted symlink) since submit.
+        roots.resolve_output(str(paths["output"]))
+        for path, _ in paths["refs"]:
+            roots.check_file(path)
         refs = [pipeline.RefSpec(path, frame) for path, frame in paths["refs"]]
         rng = job.content["input"].get("frames")
         frames = tuple(rng) if rng else None
@@ -454,12 +462,12 @@ class _Runner:
         with open_sequence(paths["lineart"], frames) as shot:
             for n in shot.frames:
                 if shot.path_for(n) is not None:
-                    self.manager.roots.check_file(shot.path_for(n))
+                    roots.check_file(shot.path_for(n))
             job.frames_total = len(shot.frames)
             whole = None
             if self.manager.cache.enabled and job.content.get("cache", True):
-                whole = digest("path-v1", [[n, _file_digest(shot.path_for(n) or paths["lineart"])]
-                                           for n in shot.frames])
+                video = None if shot.path_for(shot.frames[0]) else _file_digest(paths["lineart"])
+                whole = digest("path-v1", [[n, video or _file_digest(shot.path_for(n))] for n in shot.frames])
         caching = _CachingBackend(backend, self, job, whole)
 
         def on_frame(result, path) -> None:

@@ -9,7 +9,11 @@ is written last, so a folder without it is an interrupted run.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -81,40 +85,128 @@ def colorize_shot(
     started = time.perf_counter()
     whole = open_sequence(lineart_source)
     shot = open_sequence(lineart_source, frames) if frames else whole
-    if not refs:
-        raise InputError("at least one colored reference keyframe is needed (--ref REF.png[:FRAME])")
-    keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
-    engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
+    try:
+        if not refs:
+            raise InputError("at least one colored reference keyframe is needed (--ref REF.png[:FRAME])")
+        keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
+        engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
+        outdir = Path(outdir)
+        _refuse_overwriting_input(outdir, shot)
+        ext = (out_ext or ("png" if shot.is_video else shot.ext)).lower().lstrip(".")
+        first = shot.read(shot.frames[0])
+        writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding)
+        confidence_writer = SequenceWriter(outdir / CONFIDENCE_DIR, shot.name, "png", depth="8",
+                                           padding=shot.padding)
+        # A report left by an earlier run must not vouch for this one until it has finished.
+        (outdir / REPORT_NAME).unlink(missing_ok=True)
+        report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
+        alphas: dict[int, np.ndarray | None] = {}
+        total = len(shot.frames)
+        results = engine.colorize(_prefetch(_lineart_frames(shot, alphas)), keyframes,
+                                  progress=progress, cancelled=cancelled)
+        with _OrderedWrites() as writes:
+            for result in results:
+                alpha = alphas.pop(result.number, None)
 
-    outdir = Path(outdir)
-    ext = (out_ext or ("png" if shot.path_for(shot.frames[0]) is None else shot.ext)).lower().lstrip(".")
-    first = shot.read(shot.frames[0])
-    writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding)
-    _refuse_overwriting_input(writer, shot)
-    confidence_writer = SequenceWriter(outdir / CONFIDENCE_DIR, shot.name, "png", depth="8", padding=shot.padding)
+                def write(result=result, alpha=alpha) -> Path:
+                    confidence_writer.write_display(result.number, _confidence_image(result.confidence))
+                    return writer.write_display(result.number, result.rgb, alpha)
 
-    report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
-    alphas: dict[int, np.ndarray | None] = {}
-    total = len(shot.frames)
-    for done, result in enumerate(
-        engine.colorize(_lineart_frames(shot, alphas), keyframes, progress=progress, cancelled=cancelled), 1
-    ):
-        alpha = alphas.pop(result.number, None)
-        path = writer.write_display(result.number, result.rgb, alpha)
-        confidence_writer.write_display(result.number, _confidence_image(result.confidence))
-        report.frames.append(result.number)
-        report.review_fraction[result.number] = float(result.info.get("review_fraction", 0.0))
-        if on_frame is not None:
-            on_frame(result, path)
-        if progress is not None:
-            elapsed = time.perf_counter() - started
-            progress({"stage": "frame", "frame": result.number, "done": done, "total": total,
-                      "eta_s": elapsed / done * (total - done)})
-    if report.frames != shot.frames:
-        raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... for {shot.frames[:5]}...")
-    report.seconds = time.perf_counter() - started
-    write_json(outdir / REPORT_NAME, report.to_json())
-    return report
+                for done_result, path in writes.submit(result, write):
+                    _finished(report, done_result, path, on_frame, progress, started, total)
+            for done_result, path in writes.drain():
+                _finished(report, done_result, path, on_frame, progress, started, total)
+        if report.frames != shot.frames:
+            raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... "
+                               f"for {shot.frames[:5]}...")
+        report.seconds = time.perf_counter() - started
+        write_json(outdir / REPORT_NAME, report.to_json())
+        return report
+    finally:
+        shot.close()
+        whole.close()
+
+
+def _finished(report, result, path, on_frame, progress, started, total) -> None:
+    report.frames.append(result.number)
+    report.review_fraction[result.number] = float(result.info.get("review_fraction", 0.0))
+    if on_frame is not None:
+        on_frame(result, path)
+    if progress is not None:
+        done = len(report.frames)
+        elapsed = time.perf_counter() - started
+        progress({"stage": "frame", "frame": result.number, "done": done, "total": total,
+                  "eta_s": elapsed / done * (total - done)})
+
+
+class _OrderedWrites:
+    """Encodes and writes frames on worker threads (cv2 releases the GIL) while the backend
+    works on the next frame; hands finished frames back in order, a few in flight at most."""
+
+    IN_FLIGHT = 4
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="longanim-write")
+        self._pending: deque = deque()
+
+    def __enter__(self) -> "_OrderedWrites":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, result, write) -> list:
+        self._pending.append((result, self._pool.submit(write)))
+        finished = []
+        while self._pending and (len(self._pending) > self.IN_FLIGHT or self._pending[0][1].done()):
+            result, future = self._pending.popleft()
+            finished.append((result, future.result()))
+        return finished
+
+    def drain(self) -> list:
+        finished = [(result, future.result()) for result, future in self._pending]
+        self._pending.clear()
+        return finished
+
+
+def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
+    """Reads and decodes the next frames on a worker thread while the current one is colorized."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        box.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put(exc)
+
+    worker = threading.Thread(target=produce, name="longanim-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
 
 
 def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_frame: int) -> list[Keyframe]:
@@ -181,10 +273,10 @@ def _output_depth(first: ImageData, ext: str) -> str:
     return first.depth if first.depth in ("8", "16") else "16"
 
 
-def _refuse_overwriting_input(writer: SequenceWriter, shot: FrameSequence) -> None:
+def _refuse_overwriting_input(outdir: Path, shot: FrameSequence) -> None:
     source = shot.path_for(shot.frames[0])
-    if source is not None and writer.path_for(shot.frames[0]).resolve() == Path(source).resolve():
-        raise InputError(f"the output folder {writer.outdir} would overwrite the line art; choose another -o")
+    if source is not None and outdir.resolve() == Path(source).parent.resolve():
+        raise InputError(f"the output folder {outdir} is the line-art folder: writing there would overwrite or mix with the line art; choose another -o")
 
 
 def _confidence_image(confidence: np.ndarray) -> np.ndarray:

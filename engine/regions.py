@@ -49,22 +49,11 @@ def grid_step(height: int, width: int) -> int:
 
 def measure(seg: Segmentation, step: int) -> RegionStats:
     grid = np.ascontiguousarray(seg.labels[::step, ::step])
-    gh, gw = grid.shape
     n = seg.count
-    flat = grid.ravel()
-    samples = np.bincount(flat, minlength=n + 1).astype(np.float64)
-    ys, xs = np.indices((gh, gw), dtype=np.float32)
-    xs = xs.ravel() * step
-    ys = ys.ravel() * step
-    denom = np.maximum(samples, 1.0)
-    sx = np.bincount(flat, xs, minlength=n + 1) / denom
-    sy = np.bincount(flat, ys, minlength=n + 1) / denom
-    sxx = np.bincount(flat, xs * xs, minlength=n + 1) / denom - sx * sx
-    syy = np.bincount(flat, ys * ys, minlength=n + 1) / denom - sy * sy
-    sxy = np.bincount(flat, xs * ys, minlength=n + 1) / denom - sx * sy
-    half_trace = (sxx + syy) / 2
-    spread = np.sqrt(np.maximum(((sxx - syy) / 2) ** 2 + sxy * sxy, 0.0))
-    moments = np.stack([half_trace + spread, np.maximum(half_trace - spread, 0.0)], axis=1)
+    samples = np.bincount(grid.ravel(), minlength=n + 1).astype(np.float64)
+    # Shape needs no more than a ~480x270 sampling, whatever the frame size.
+    coarse = 2 if grid.size > 300_000 else 1
+    centroid, moments = _moments(grid[::coarse, ::coarse], n, coarse * step)
     border = np.zeros(n + 1, bool)
     for edge in (grid[0], grid[-1], grid[:, 0], grid[:, -1]):
         border[edge] = True
@@ -74,11 +63,29 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
         count=n,
         samples=samples,
         area=samples * step * step,
-        centroid=np.stack([sx, sy], axis=1),
+        centroid=centroid,
         moments=moments,
         border=border,
         **_neighbors(grid, n),
     )
+
+
+def _moments(grid: np.ndarray, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and principal second moments per region; a coarser grid is plenty for shape."""
+    flat = grid.ravel()
+    gh, gw = grid.shape
+    xs = np.tile(np.arange(gw, dtype=np.float64) * step, gh)
+    ys = np.repeat(np.arange(gh, dtype=np.float64) * step, gw)
+    count = np.maximum(np.bincount(flat, minlength=n + 1), 1.0)
+    sx = np.bincount(flat, xs, minlength=n + 1) / count
+    sy = np.bincount(flat, ys, minlength=n + 1) / count
+    sxx = np.bincount(flat, xs * xs, minlength=n + 1) / count - sx * sx
+    syy = np.bincount(flat, ys * ys, minlength=n + 1) / count - sy * sy
+    sxy = np.bincount(flat, xs * ys, minlength=n + 1) / count - sx * sy
+    half_trace = (sxx + syy) / 2
+    spread = np.sqrt(np.maximum(((sxx - syy) / 2) ** 2 + sxy * sxy, 0.0))
+    moments = np.stack([half_trace + spread, np.maximum(half_trace - spread, 0.0)], axis=1)
+    return np.stack([sx, sy], axis=1), moments
 
 
 def _neighbors(grid: np.ndarray, n: int) -> dict:

@@ -14,6 +14,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,13 +46,21 @@ def array_digest(array: np.ndarray) -> str:
 
 
 class ResultCache:
-    """Keyed blobs plus a small metadata map. `root=None` disables caching."""
+    """Keyed blobs plus a small metadata map. `root=None` disables caching.
 
-    def __init__(self, root: Path | str | None):
+    Bounded by `max_bytes`: the least recently used entries go first (a hit touches
+    its file), so a busy engine never fills the disk.
+    """
+
+    def __init__(self, root: Path | str | None, max_bytes: int | None = None):
         self.root = Path(root) if root is not None else None
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._size = 0
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temp_files()
+            self._size = sum(size for _, size, _ in self._entries())
 
     @property
     def enabled(self) -> bool:
@@ -77,6 +86,10 @@ class ResultCache:
             # No fsync: a kill -9 loses nothing written, and an entry damaged by a power
             # loss fails the checks in get() and reads as a miss.
             os.replace(tmp, path)
+            with self._lock:
+                self._size += os.path.getsize(path)
+                if self.max_bytes is not None and self._size > self.max_bytes:
+                    self._evict(int(self.max_bytes * 0.9))
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -92,6 +105,7 @@ class ResultCache:
             with open(path, "rb") as f:
                 # Mapped, not read: results go out to the client without a copy.
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            os.utime(path)  # recently used: evicted last
         except (OSError, ValueError):  # missing, or empty (mmap refuses size 0)
             return None
         try:
@@ -130,6 +144,32 @@ class ResultCache:
         except (KeyError, ValueError, TypeError):
             return None
         return arrays, meta.get("info", {})
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        entries = []
+        for path in self.root.glob("*/*.lrc"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, path))
+        return entries
+
+    def _evict(self, target: int) -> None:
+        entries = sorted(self._entries())
+        self._size = sum(size for _, size, _ in entries)  # also counts other engines' entries
+        for _, size, path in entries:
+            if self._size <= target:
+                break
+            try:
+                path.unlink()
+                self._size -= size
+            except OSError:
+                pass
 
     def _remove_stale_temp_files(self, older_than_s: float = 600.0) -> None:
         # Another engine may share the cache and be writing right now, so only old ones.

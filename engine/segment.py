@@ -71,20 +71,34 @@ def segment_ink(ink, *, gap_close=1, ink_threshold=INK_THRESHOLD, min_lost_area=
         # Regions thinner than the seal vanished from `seeds`; real ones get labels of their own,
         # specks inside thick anti-aliased lines stay line.
         lost = cv2.bitwise_and(cv2.compare(labels, 0, cv2.CMP_EQ), paper)
-        if cv2.countNonZero(lost):
-            extra, lost_labels, stats, _ = cv2.connectedComponentsWithStats(lost, connectivity=4, ltype=cv2.CV_32S)
-            keep = stats[:, cv2.CC_STAT_AREA] >= min_lost_area
-            keep[0] = False
-            if keep.any():
-                remap = np.zeros(extra, np.int64)
-                remap[keep] = np.arange(count, count + int(keep.sum()))
-                count += int(keep.sum())
-                if count >= 65535 and labels.dtype == np.uint16:
-                    labels = labels.astype(np.float32)
-                np.copyto(labels, remap[lost_labels].astype(labels.dtype), where=lost.view(bool))
-    # Soft line edges take the color of the region they fade into.
-    _grow(labels, _SQUARE3, where=cv2.compare(ink, 230, cv2.CMP_LT))
+        if cv2.countNonZero(lost) >= min_lost_area:
+            count, labels = _keep_lost_regions(lost, labels, count, min_lost_area)
+    # Soft line edges take the color of the region they fade into; so do specks of paper
+    # left between lines that were too small to be regions.
+    soft = cv2.compare(ink, 230, cv2.CMP_LT)
+    for _ in range(gap_close + 1):
+        _grow(labels, _SQUARE3, where=soft)
     return Segmentation(labels=labels.astype(np.int32), count=count - 1, ink=ink, seeds=seeds)
+
+
+def _keep_lost_regions(lost, labels, count, min_area):
+    """Give paper areas the seal swallowed (thin stripes) labels of their own; touch only
+    their pixels, which are few."""
+    extra, lost_labels = cv2.connectedComponents(lost, connectivity=4, ltype=cv2.CV_32S)
+    where = np.flatnonzero(lost.ravel())
+    which = lost_labels.ravel()[where]
+    keep = np.bincount(which, minlength=extra) >= min_area
+    keep[0] = False
+    if not keep.any():
+        return count, labels
+    remap = np.zeros(extra, np.int64)
+    remap[keep] = np.arange(count, count + int(keep.sum()))
+    count += int(keep.sum())
+    if count >= 65535 and labels.dtype == np.uint16:
+        labels = labels.astype(np.float32)
+    picked = keep[which]
+    labels.ravel()[where[picked]] = remap[which[picked]]
+    return count, labels
 
 
 _SQUARE3 = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))

@@ -56,6 +56,7 @@ class ServeConfig:
     bind: str = "tcp://127.0.0.1:5555"
     roots: list[str] = field(default_factory=list)
     cache_dir: str | None = None
+    cache_max_bytes: int | None = 20 << 30
     insecure: bool = False
     curve_keys: str | None = None
     allowed_clients: str | None = None
@@ -96,7 +97,7 @@ class EngineServer:
         self.config = config
         self.session = uuid.uuid4().hex
         self.roots = Roots(config.roots)
-        self.cache = ResultCache(config.cache_dir)
+        self.cache = ResultCache(config.cache_dir, config.cache_max_bytes)
         self.ctx = zmq.Context()
         self._auth = None
         self._stopping = False
@@ -306,6 +307,8 @@ class EngineServer:
         except Exception as exc:
             log.error("request %s failed:\n%s", msg.msg_type, traceback.format_exc())
             content = M.error_content("internal", f"{type(exc).__name__}: {exc}")
+        if content.get("_sent"):  # the handler sent its reply itself (reattach with resend)
+            return
         frames = self._reply(ids, msg, content)
         if dedup_key[1] is not None:
             self._replies[dedup_key] = (frames, content.get("job_id") if msg.msg_type == M.SUBMIT else None)
@@ -406,43 +409,39 @@ class EngineServer:
         return {"status": "ok", "jobs": [j.summary() for j in jobs], "engine_session": self.session}
 
     def _reattach(self, ids, msg: Message) -> dict:
-        """Events of the job go to the caller from now on; with `resend`, finished inline
-        results are sent again from the cache (and job_done, if the job has ended)."""
+        """Events of the job go to the caller from now on. With `resend`, finished inline
+        results are queued again from the cache right here, on the control loop, so they
+        reach the client before any later event of the job (job_done above all)."""
         job = self.jobs.get(msg.content["job_id"])
         job.identity = ids
-        resend = []
+        resent = 0
         if msg.content.get("resend", False):
-            resend = sorted(job.done_keys.items())
-            threading.Thread(target=self._resend, args=(job, resend), daemon=True,
-                             name=f"resend-{job.id[:8]}").start()
-        return {"status": "ok", "job": job.summary(), "resending": len(resend)}
-
-    def _resend(self, job: Job, items: list) -> None:
-        push = self.ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(EVENTS_ENDPOINT)
-        try:
-            for number, key in items:
-                hit = self.cache.get_arrays(key)
-                if hit is None:
-                    continue
-                arrays, info = hit
-                bufs: list = []
-                content = {"job_id": job.id, "number": number, "rgb": M.array_desc(arrays["rgb"], bufs),
-                           "cached": True, "resent": True, "info": info}
-                if job.content.get("confidence") and "confidence" in arrays:
-                    content["confidence"] = M.array_desc(arrays["confidence"], bufs)
-                while not job.credits.acquire(timeout=0.5):
-                    if self._stopping:
-                        return
-                msg = make_message(M.RESULT, self.session, content, parent=job.submit_header, buffers=bufs)
-                push.send_multipart([job.id.encode(), b"r", *serialize(msg)], copy=False)
+            reply = make_message(M.reply_type(msg.msg_type), self.session,
+                                 {"status": "ok", "job": job.summary(), "resending": len(job.done_keys)},
+                                 parent=msg.header)
+            self._send(ids, serialize(reply))  # the reply first, then the results
+            for number, key in sorted(job.done_keys.items()):
+                resent += self._resend_one(job, ids, number, key)
             if job.final:
                 done = make_message(M.DONE, self.session, {**job.summary(), "resent": True},
                                     parent=job.submit_header)
-                push.send_multipart([job.id.encode(), b"e", *serialize(done)])
-        finally:
-            push.close()
+                self._send(ids, serialize(done))
+            return {"_sent": True}
+        return {"status": "ok", "job": job.summary(), "resending": 0}
+
+    def _resend_one(self, job: Job, ids: list, number: int, key: str) -> int:
+        hit = self.cache.get_arrays(key)  # mapped, not read: cheap even for big frames
+        if hit is None:
+            return 0
+        arrays, info = hit
+        bufs: list = []
+        content = {"job_id": job.id, "number": number, "rgb": M.array_desc(arrays["rgb"], bufs),
+                   "cached": True, "resent": True, "info": info}
+        if job.content.get("confidence") and "confidence" in arrays:
+            content["confidence"] = M.array_desc(arrays["confidence"], bufs)
+        msg = make_message(M.RESULT, self.session, content, parent=job.submit_header, buffers=bufs)
+        self._send(ids, serialize(msg))
+        return 1
 
     def _ping(self, ids, msg: Message) -> dict:
         running = sum(1 for j in self.jobs.list() if j.state == "running")

@@ -18,6 +18,7 @@ Non-blocking use (a GUI timer calls this every ~50 ms; nothing here ever waits):
             show(result.number, result.rgb)
         return None if job.final else 0.05   # job.state, job.frames_done, job.eta_s, job.error
 
+An EngineClient belongs to one thread (ZeroMQ sockets do); use one per thread.
 Every wait has a deadline. Any message from the engine counts as a heartbeat;
 when the engine stays silent for `liveness` heartbeats the client reconnects
 with doubling backoff and reattaches its unfinished jobs, so results that
@@ -124,12 +125,14 @@ class Job:
         self._to_send: Iterator | None = None  # remaining inline frame chunks
         self._appends_in_flight: list[str] = []
         self._failed_here = False
+        self.events_seen = 0
 
     @property
     def final(self) -> bool:
         return self.state in M.FINAL_STATES
 
     def _on_event(self, msg: Message) -> None:
+        self.events_seen += 1
         c = msg.content
         if msg.msg_type == M.RESULT:
             number = c.get("number")
@@ -168,7 +171,7 @@ class Job:
         """Yield results until the job ends. `timeout` bounds the wait for each next
         event (progress counts), not the whole job; a failed job raises EngineError."""
         last = time.monotonic()
-        seen = (self.frames_done, self.state)
+        seen = self.events_seen
         while True:
             while self.results_queue:
                 last = time.monotonic()
@@ -176,8 +179,8 @@ class Job:
             if self.final:
                 break
             self.client._pump(0.05)
-            if (self.frames_done, self.state) != seen or self.results_queue:
-                seen, last = (self.frames_done, self.state), time.monotonic()
+            if self.events_seen != seen:  # progress counts, e.g. denoising steps of a long segment
+                seen, last = self.events_seen, time.monotonic()
             elif time.monotonic() - last > timeout:
                 raise EngineTimeout(f"job {self.id}: nothing from the engine for {timeout:.0f} s")
         while self.results_queue:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from longanim.protocol.wire import Message, WireError
+from longanim.protocol.wire import Message
 
 # Requests (client -> engine); each gets "<name>_reply" with the request as parent.
 HELLO = "hello_request"

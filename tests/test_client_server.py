@@ -235,6 +235,22 @@ def test_cancel_a_queued_job_and_status_lists_jobs(client):
     assert _wait_state(client, blocker, "running", deadline) == "cancelled"
 
 
+def test_one_worker_per_device(tmp_path):
+    with Engine(tmp_path, "--devices", "cpu:0,cpu:1") as engine, engine.client() as c:
+        assert [d["name"] for d in c.capabilities()["devices"]] == ["cpu:0", "cpu:1"]
+        first, second = _open_job(c), _open_job(c)
+        deadline = time.monotonic() + 30
+        assert _wait_state(c, first, "queued", deadline) == "running"
+        assert _wait_state(c, second, "queued", deadline) == "running"
+        assert {c.status(first)[0]["device"], c.status(second)[0]["device"]} == {"cpu:0", "cpu:1"}
+        third = c.submit_frames([(0, np.zeros((4, 4, 3), np.uint8))], backend="paint",
+                                keyframes=[(0, np.zeros((4, 4, 3), np.uint8))])
+        assert c.status(third.id)[0]["state"] == "queued"  # both devices are busy
+        c.cancel(first)
+        assert third.wait(30) == "done"  # paint takes no device option: it still runs there
+        c.cancel(second)
+
+
 def test_reattach_from_a_new_client_gets_all_results(engine):
     frames = [(n, np.full((16, 24, 3), 7 * n % 256, np.uint8)) for n in range(6)]
     with engine.client() as first:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from engine_helpers import Engine
 from longanim.protocol import messages as M
 from longanim.protocol import wire
-from longanim.protocol.wire import DELIMITER, WireError, deserialize, make_message, serialize
+from longanim.protocol.wire import WireError, deserialize, make_message, serialize
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -29,8 +29,10 @@ def root(tmp_path_factory) -> Path:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
+    """Output files by relative path; hidden names are writers' temporary files, which a
+    killed process may leave behind and which never match a frame pattern."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "report.json"}
+            if p.is_file() and p.name != "report.json" and not p.name.startswith(".")}
 
 
 def _colorize_args(root: Path, out: Path, frames: str) -> list[str]:
@@ -174,3 +176,23 @@ def test_result_cache_is_atomic_and_damage_reads_as_a_miss(tmp_path):
         assert cache.get_arrays(key) is None
     assert ResultCache(None).get_arrays(key) is None and not ResultCache(None).enabled
     assert digest("a", np.zeros(2, np.uint8)) != digest("a", np.zeros(2, np.uint16))
+
+
+def test_result_cache_evicts_least_recently_used_entries(tmp_path):
+    import os
+
+    import numpy as np
+
+    from longanim.engine.result_cache import ResultCache
+
+    cache = ResultCache(tmp_path / "c", max_bytes=3500)
+    blob = np.zeros(1000, np.uint8)
+    for i, key in enumerate(["a" * 64, "b" * 64, "c" * 64]):
+        cache.put_arrays(key, {"rgb": blob})
+        path = next((tmp_path / "c").rglob(f"{key}.lrc"))
+        os.utime(path, (1000 + i, 1000 + i))  # a before b before c
+    assert cache.get_arrays("a" * 64) is not None  # a is now the most recently used
+    cache.put_arrays("d" * 64, {"rgb": blob})  # over the limit: b goes, then c
+    kept = {p.stem[0] for p in (tmp_path / "c").rglob("*.lrc")}
+    assert kept == {"a", "d"} and cache.size_bytes <= 3500 * 0.9
+    assert ResultCache(tmp_path / "c", max_bytes=3500).size_bytes == cache.size_bytes

@@ -159,3 +159,20 @@ def test_engine_refuses_paths_outside_its_roots(storage, tmp_path):
         assert err.value.code == "forbidden"
         assert not (outside / "stolen").exists()
         assert c.ping() > 0
+
+
+def test_a_symlinked_frame_inside_an_input_folder_fails_the_job(tmp_path):
+    from longanim.engine.synthetic import make_shot
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    shot = make_shot(num_frames=4, width=64, height=48, seed=2)
+    shot.save(root, frames=range(3))
+    shot.save(outside, kinds=("lineart",), frames=[3])
+    os.symlink(outside / "lineart" / "shot.1004.png", root / "lineart" / "shot.1004.png")
+    with Engine(tmp_path, "--roots", str(root)) as engine, engine.client() as c:
+        job = c.submit_paths(str(root / "lineart"), [(str(root / "color" / "shot.1001.png"), 1001)],
+                             str(root / "out"), backend="paint")
+        with pytest.raises(EngineError, match="outside the engine's roots"):
+            list(job.results(timeout=30))
+        assert job.error["code"] == "forbidden"
+    assert not (root / "out").exists() or not any((root / "out").iterdir())

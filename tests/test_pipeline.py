@@ -189,8 +189,6 @@ def test_keyframe_later_in_the_shot(lineart, tmp_path, key):
     np.testing.assert_array_equal(rgb8(out / f"shot.{FIRST + key}.png"), toy(key))
 
 
-@pytest.mark.xfail(strict=True, reason="paint leaves frames before the first keyframe unfilled where regions "
-                                       "touch the frame border (sky, ground): they never enter the global memory")
 @pytest.mark.parametrize("key", [N // 2, N - 1], ids=["middle", "end"])
 def test_frames_before_a_later_keyframe_get_its_colors(lineart, tmp_path, key):
     ref = write_ref(tmp_path / "ref.png", key)

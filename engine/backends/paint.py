@@ -9,6 +9,9 @@ multiplied over the fills, so anti-aliased and colored lines keep their look.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import cv2
 import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
@@ -47,10 +50,19 @@ class PaintBackend(Backend):
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         shot = _Shot(self, keyframes)
-        for number, lineart in frames:
-            if cancelled is not None and cancelled():
-                raise Cancelled(f"cancelled before frame {number}")
-            yield shot.colorize(number, lineart)
+        # Segmenting a frame needs no memory, so the next frame is segmented on a second
+        # thread (OpenCV and NumPy release the GIL) while this one is matched and painted.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="longanim-segment") as ahead:
+            pending = None
+            for number, lineart in frames:
+                if cancelled is not None and cancelled():
+                    raise Cancelled(f"cancelled before frame {number}")
+                upcoming = (number, lineart, ahead.submit(shot.look, lineart))
+                if pending is not None:
+                    yield shot.colorize(*pending)
+                pending = upcoming
+            if pending is not None:
+                yield shot.colorize(*pending)
 
 
 class _Shot:
@@ -62,21 +74,33 @@ class _Shot:
         self.global_ = GlobalMemory(capacity=backend.memory_capacity)
         self.keyframes = {k.number: k for k in keyframes}
         self.trace: dict | None = None  # region -> global answer, for debugging
+        self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
         for key in keyframes:
             seg = self._segment(key.lineart if key.lineart is not None else key.color)
             stats = measure(seg, grid_step(*seg.shape))
             color = region_colors(key.color, seg)
             confident = np.ones(seg.count + 1, bool)
             self._remember_globally(stats, color, confident, key.number, pinned=True)
+            self.seeds[key.number] = (stats, flow_image(seg.ink), color, np.ones(seg.count + 1))
 
     def _segment(self, image: np.ndarray) -> Segmentation:
         return segment(image, gap_close=self.backend.gap_close)
 
-    def colorize(self, number: int, lineart: np.ndarray) -> ColoredFrame:
+    def look(self, lineart: np.ndarray) -> tuple[Segmentation, RegionStats, np.ndarray]:
+        """Everything about a frame that does not depend on the frames before it."""
         seg = self._segment(lineart)
-        stats = measure(seg, grid_step(*seg.shape))
-        small = flow_image(seg.ink)
+        return seg, measure(seg, grid_step(*seg.shape)), flow_image(seg.ink)
+
+    def colorize(self, number: int, lineart: np.ndarray, looked: Future) -> ColoredFrame:
+        seg, stats, small = looked.result()
         key = self.keyframes.get(number)
+        if self.local.empty and self.seeds and key is None:
+            # A shot that starts before its first keyframe: begin from the nearest one, so its
+            # background and whatever else still overlaps carry over (a keyframe at the end
+            # colors the frames before it).
+            nearest = min(self.seeds, key=lambda k: abs(k - number))
+            if self.seeds[nearest][0].grid.shape == stats.grid.shape:
+                self.local.remember(*self.seeds[nearest])
         if key is not None and key.color.shape[:2] == seg.shape:
             color = region_colors(key.color, seg)
             confidence = np.ones(seg.count + 1)
@@ -89,9 +113,11 @@ class _Shot:
         self.local.remember(stats, small, color, confidence)
         if self.backend.use_global:
             self._remember_globally(stats, color, confidence >= REMEMBER_CONFIDENCE, number)
-        rgb = render(lineart, color, seg.labels)
-        conf_map = confidence.astype(np.float32)[seg.labels]
-        review = float((conf_map < self.backend.review_threshold).mean())
+        rgb, sure = render(lineart, color, confidence, seg.labels)
+        below = cv2.compare(sure, self.backend.review_threshold * 255.0, cv2.CMP_LT)
+        review = cv2.countNonZero(below) / below.size
+        conf_map = sure.astype(np.float32)
+        conf_map *= 1.0 / 255.0
         return ColoredFrame(
             number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
         )
@@ -195,12 +221,14 @@ def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:
     return color
 
 
-def render(lineart: np.ndarray, color: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Fills under the line art, multiplied: white paper shows the fill, ink darkens it."""
-    import cv2
-
+def render(lineart: np.ndarray, color: np.ndarray, confidence: np.ndarray, labels: np.ndarray):
+    """Fills under the line art, multiplied (paper shows the fill, ink darkens it), and the
+    per-pixel confidence (uint8), gathered together in one pass over the label image."""
     packed = np.zeros(color.shape[0], np.uint32)
-    packed.view(np.uint8).reshape(-1, 4)[:, :3] = color
-    fill = np.take(packed, labels).view(np.uint8).reshape(*labels.shape, 4)
-    fill = cv2.cvtColor(fill, cv2.COLOR_RGBA2RGB)
-    return cv2.multiply(fill, np.ascontiguousarray(lineart[..., :3]), scale=1.0 / 255.0)
+    table = packed.view(np.uint8).reshape(-1, 4)
+    table[:, :3] = color
+    table[:, 3] = np.round(np.clip(confidence, 0.0, 1.0) * 255.0)
+    rgba = np.take(packed, labels).view(np.uint8).reshape(*labels.shape, 4)
+    fill = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+    rgb = cv2.multiply(fill, np.ascontiguousarray(lineart[..., :3]), scale=1.0 / 255.0)
+    return rgb, cv2.extractChannel(rgba, 3)
