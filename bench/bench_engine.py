@@ -1,7 +1,7 @@
 """Engine overhead on loopback: ping round trips, and 1920x1080 RGBA frames through a
 real `longanim serve` (passthrough backend) against raw pyzmq echoing the same bytes.
 
-    python bench/bench_engine.py [--frames 60] [--pings 2000] [--repeats 3]
+    python bench/bench_engine.py [--frames 60] [--pings 2000] [--repeats 5]
 
 Both sides run as separate processes, and each frame goes client -> server -> client,
 so the raw number is the ceiling for any ZeroMQ engine on this machine.
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import zmq
 
-from longanim.protocol.client import EngineClient, EngineError
+from longanim.protocol.client import CHUNK_BYTES, EngineClient, EngineError
 
 HEIGHT, WIDTH, CHANNELS = 1080, 1920, 4
 
@@ -70,9 +70,9 @@ def bench_ping(url: str, n: int) -> list[float]:
 
 
 def bench_engine_frames(url: str, frames: list, cache: bool) -> float:
-    # Streamed in 64 MiB messages without the cache; with it, in one message, because a
-    # backend not marked frame-independent is cached only when the whole input is known.
-    chunk = 1 << 40 if cache else 64 << 20
+    # Streamed in the client's default chunks without the cache; with it, in one message,
+    # because a backend not marked frame-independent is cached only when the whole input is known.
+    chunk = 1 << 40 if cache else CHUNK_BYTES
     with EngineClient(url, timeout=60) as c:
         t0 = time.perf_counter()
         job = c.submit_frames(frames, backend="passthrough", cache=cache, chunk_bytes=chunk)
@@ -122,7 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--pings", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)

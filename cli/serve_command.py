@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 NAME = "serve"
 HELP = "Run the colorization engine: a ZeroMQ server that keeps the model warm for clients."
@@ -31,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stall-timeout", type=float, default=30.0, metavar="S",
                         help="a client silent this long is stalled: its events are dropped, and its job "
                              "fails if it was waiting for more input frames (default: %(default)s)")
+    parser.add_argument("--max-queued-mb", type=float, default=8192.0,
+                        help="inline frames held for unfinished jobs, in MiB; more are refused as busy "
+                             "(default: %(default)s)")
     parser.add_argument("--token-file", default=None,
                         help="where to write the shutdown token (default: ~/.cache/longanim/engine-HOST-PORT.token)")
 
@@ -40,7 +44,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from longanim.engine.errors import InputError
-    from longanim.engine.server import EngineServer, ServeConfig
+    from longanim.engine.server import EngineServer, ServeConfig, is_loopback
 
     if args.max_message_mb <= 0:
         raise InputError("--max-message-mb must be positive")
@@ -62,10 +66,14 @@ def run(args) -> int:
         allowed_clients=args.allowed_clients,
         devices=[d.strip() for d in args.devices.split(",") if d.strip()],
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        max_queued_bytes=int(args.max_queued_mb * 1024 * 1024),
         token_file=args.token_file,
         stall_timeout_s=args.stall_timeout,
     )
     server = EngineServer(config)
+    if args.insecure and not args.curve_keys and not is_loopback(args.bind):
+        print(f"longanim serve: warning: {args.bind} is reachable from the network without encryption or "
+              "authentication (--insecure)", file=sys.stderr, flush=True)
     security = "CurveZMQ" if args.curve_keys else "no encryption"
     print(f"longanim serve: listening on {server.endpoint} ({security}; devices {', '.join(config.devices)}; "
           f"cache {cache or 'off'}; shutdown token in {server.token_path}; pid {os.getpid()})", flush=True)

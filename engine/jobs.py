@@ -67,6 +67,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     credits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(RESULT_CREDITS))
     feed: "FrameFeed | None" = None
+    input_bytes: int = 0  # inline pixels held until the job ends
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards queued -> running/cancelled
 
     def release_inputs(self) -> None:

@@ -62,6 +62,7 @@ class ServeConfig:
     allowed_clients: str | None = None
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     max_message_bytes: int = 1 << 30
+    max_queued_bytes: int = 8 << 30
     token_file: str | None = None
     stall_timeout_s: float = 30.0
 
@@ -97,7 +98,6 @@ class EngineServer:
         self.config = config
         self.session = uuid.uuid4().hex
         self.roots = Roots(config.roots)
-        self.cache = ResultCache(config.cache_dir, config.cache_max_bytes)
         self.ctx = zmq.Context()
         self._auth = None
         self._stopping = False
@@ -122,6 +122,7 @@ class EngineServer:
             self.close()
             raise InputError(f"cannot listen on {config.bind}: {exc}") from None
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.cache = ResultCache(config.cache_dir, config.cache_max_bytes)
         self.events = self.ctx.socket(zmq.PULL)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(EVENTS_ENDPOINT)
@@ -288,8 +289,10 @@ class EngineServer:
                 f"client speaks protocol {msg.header['version']}, this engine speaks {PROTOCOL_VERSION}; "
                 "major versions must match: update the client or the engine"))
             return
-        dedup_key = (msg.header["session"], msg.header.get("seq"))
-        if dedup_key[1] is not None and dedup_key in self._replies:
+        # Only requests that change state are remembered; the others are safe to run again.
+        seq = msg.header.get("seq") if msg.msg_type in (M.SUBMIT, M.APPEND, M.CANCEL) else None
+        dedup_key = (msg.header["session"], seq)
+        if seq is not None and dedup_key in self._replies:
             frames, job_id = self._replies[dedup_key]  # a retried request: same answer, no second job
             if job_id in self.jobs.jobs:
                 self.jobs.jobs[job_id].identity = ids  # it may come over a new connection
@@ -310,7 +313,7 @@ class EngineServer:
         if content.get("_sent"):  # the handler sent its reply itself (reattach with resend)
             return
         frames = self._reply(ids, msg, content)
-        if dedup_key[1] is not None:
+        if seq is not None:
             self._replies[dedup_key] = (frames, content.get("job_id") if msg.msg_type == M.SUBMIT else None)
             while len(self._replies) > DEDUP_REPLIES:
                 self._replies.popitem(last=False)
@@ -320,7 +323,11 @@ class EngineServer:
 
     def _hello(self, ids, msg: Message) -> dict:
         theirs = msg.content["protocol_version"]
-        if not compatible(theirs):
+        try:
+            ok = compatible(theirs)
+        except WireError as exc:
+            raise M.invalid(f"protocol_version: {exc}") from None
+        if not ok:
             raise M.ProtocolError(
                 "incompatible_version",
                 f"client wants protocol {theirs}, this engine speaks {PROTOCOL_VERSION}; "
@@ -362,6 +369,7 @@ class EngineServer:
         job = Job(uuid.uuid4().hex, msg.header["session"], ids, msg.header, content)
         inp = content["input"]
         if inp["kind"] == "inline":
+            job.input_bytes = self._admit(frames_nbytes(msg.buffers))
             frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in inp["frames"]]
             job.feed = FrameFeed(frames, bool(inp.get("more", False)))
             content["_buffers"] = msg.buffers
@@ -384,10 +392,21 @@ class EngineServer:
         if job.feed is None:
             raise M.ProtocolError("conflict", f"job {job.id} takes no more frames (state {job.state})")
         frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in msg.content["frames"]]
+        size = self._admit(frames_nbytes(msg.buffers))
         job.feed.append(frames, msg.content["more"])
+        job.input_bytes += size
         if job.feed.complete:
             job.frames_total = job.feed.count
         return {"status": "ok", "job_id": job.id, "frames_received": job.feed.count}
+
+    def _admit(self, size: int) -> int:
+        """Pixels of unfinished jobs live in memory; past the limit, clients retry later."""
+        held = sum(j.input_bytes for j in self.jobs.list() if j.feed is not None)
+        if held + size > self.config.max_queued_bytes:
+            raise M.ProtocolError("busy", f"the engine holds {held >> 20} MiB of queued frames; "
+                                  f"{size >> 20} MiB more would pass its limit "
+                                  f"({self.config.max_queued_bytes >> 20} MiB); retry when jobs finish")
+        return size
 
     def _cancel(self, ids, msg: Message) -> dict:
         job = self.jobs.get(msg.content["job_id"])

@@ -51,8 +51,8 @@ from longanim.protocol.wire import (
 )
 
 DEFAULT_URL = "tcp://127.0.0.1:5555"
-CHUNK_BYTES = 64 * 1024 * 1024  # inline frames per message; more go in append requests
-APPEND_WINDOW = 2  # append requests in flight while results stream back
+CHUNK_BYTES = 16 * 1024 * 1024  # inline frames per message; more go in append requests
+APPEND_WINDOW = 4  # append requests in flight while results stream back (64 MiB with CHUNK_BYTES)
 RCVHWM = 128  # messages; a frame is a result plus a progress event
 
 
@@ -138,13 +138,16 @@ class Job:
             number = c.get("number")
             if not isinstance(number, int) or number in self.received:
                 return  # a result sent again after a reattach
-            self.received.add(number)
             result = Result(self.id, number, path=c.get("path"), cached=bool(c.get("cached")),
                             info=c.get("info") or {})
-            if isinstance(c.get("rgb"), dict):
-                result.rgb = M.array_from(c["rgb"], msg.buffers)
-            if isinstance(c.get("confidence"), dict):
-                result.confidence = M.array_from(c["confidence"], msg.buffers)
+            try:
+                for name in ("rgb", "confidence"):
+                    if c.get(name) is not None:
+                        M.check_array(c[name], msg.buffers, f"result.{name}")
+                        setattr(result, name, M.array_from(c[name], msg.buffers))
+            except M.ProtocolError:
+                return  # a damaged result must not take the host application down
+            self.received.add(number)
             self.results_queue.append(result)
         elif msg.msg_type in (M.PROGRESS, M.DONE):
             if self._failed_here:

@@ -128,6 +128,9 @@ def test_errors_come_back_as_error_replies(client):
     with pytest.raises(EngineError) as err:
         client.request(M.SUBMIT, {"backend": "paint", "input": {"kind": "inline", "frames": [1]}})
     assert err.value.code == "invalid_content" and "input.frames[0]" in str(err.value)
+    with pytest.raises(EngineError) as err:
+        client.request(M.HELLO, {"protocol_version": "one"})
+    assert err.value.code == "invalid_content" and "MAJOR.MINOR" in str(err.value)
     with pytest.raises(EngineError) as err:  # inline input without path roots configured
         client.submit_paths("/tmp/x.####.png", [("/tmp/r.png", 1)], "/tmp/out")
     assert err.value.code == "forbidden"
@@ -178,10 +181,17 @@ def _wait_state(client, job_id, leave: str, deadline: float) -> str:
 def test_a_client_that_stops_reading_slows_only_its_own_job(engine):
     frames = [(n, np.full((512, 512, 4), n % 256, np.uint8)) for n in range(200)]  # 200 MiB
     with engine.client() as slow, engine.client() as other:
-        job = slow.submit_frames(frames, backend="passthrough", cache=False)
-        time.sleep(1.0)  # slow reads nothing meanwhile
-        assert other.ping() > 0
-        done = other.status(job.id)[0]["frames_done"]
+        job = slow.submit_frames(frames, backend="passthrough", cache=False, chunk_bytes=1 << 30)
+        # `slow` reads nothing now; wait until the job stops advancing.
+        deadline = time.monotonic() + 60
+        done, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now_done = other.status(job.id)[0]["frames_done"]
+            if now_done != done:
+                done, since = now_done, time.monotonic()
+            elif done > 0 and time.monotonic() - since > 1.0:
+                break
+            time.sleep(0.05)
         assert 0 < done < 200  # the engine waits for the reader instead of queueing everything
         got = {r.number: r.rgb[0, 0, 0] for r in job.results(timeout=30)}
     assert job.state == "done" and got == {n: n % 256 for n in range(200)}
@@ -233,6 +243,18 @@ def test_cancel_a_queued_job_and_status_lists_jobs(client):
     assert all(set(j) >= {"state", "backend", "frames_done", "eta_s", "label"} for j in listed.values())
     client.cancel(blocker)
     assert _wait_state(client, blocker, "running", deadline) == "cancelled"
+
+
+def test_queued_frames_are_bounded(tmp_path):
+    with Engine(tmp_path, "--max-queued-mb", "1") as engine, engine.client() as c:
+        blocker = _open_job(c)  # holds the only device
+        small = c.submit_frames([(0, np.zeros((256, 256, 3), np.uint8))], backend="passthrough")  # 192 KiB
+        with pytest.raises(EngineError) as err:
+            c.submit_frames([(n, np.zeros((512, 512, 3), np.uint8)) for n in range(2)], backend="passthrough")
+        assert err.value.code == "busy" and "retry" in str(err.value)
+        c.cancel(blocker)
+        assert small.wait(30) == "done"
+        assert c.submit_frames([(0, np.zeros((512, 512, 3), np.uint8))], backend="passthrough").wait(30) == "done"
 
 
 def test_one_worker_per_device(tmp_path):

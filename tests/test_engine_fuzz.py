@@ -111,6 +111,7 @@ def test_engine_answers_every_hostile_message(raw, frames):
     raw.send_multipart(frames)
     reply = _answer(raw)
     assert reply.msg_type.endswith("_reply") or reply.msg_type == M.ERROR
+    assert (reply.content.get("error") or {}).get("code") != "internal", reply.content  # no bug paths
 
 
 def test_oversized_and_shutdown_attempts_get_errors_then_ping_works(engine, raw):

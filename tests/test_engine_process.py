@@ -119,7 +119,7 @@ def test_shutdown_needs_the_token_and_sigterm_exits_cleanly(tmp_path):
 
 def test_serve_refuses_a_port_in_use_and_bad_roots(tmp_path):
     with Engine(tmp_path) as engine:
-        out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--bind", engine.url,
+        out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--bind", engine.url, "--no-cache",
                               "--token-file", str(tmp_path / "t2")], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "cannot listen on" in out.stderr
     out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--roots", str(tmp_path / "missing")],

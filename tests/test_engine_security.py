@@ -92,7 +92,7 @@ def test_curve_without_allowed_client_keys_refuses_to_start(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--bind", f"tcp://127.0.0.1:{free_port()}",
-                          "--curve-keys", str(tmp_path / "keys"), "--allowed-clients", str(empty),
+                          "--curve-keys", str(tmp_path / "keys"), "--allowed-clients", str(empty), "--no-cache",
                           "--token-file", str(tmp_path / "t")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "holds no *.key" in out.stderr
 

@@ -20,7 +20,7 @@ from longanim.engine.regions import RegionStats, grid_step, measure
 from longanim.engine.segment import Segmentation, segment
 
 OVERRIDE_MARGIN = 0.1  # an unsure local answer yields to a global one at least this much surer
-REMEMBER_CONFIDENCE = 0.9  # regions at least this sure are written into the global memory
+REMEMBER_CONFIDENCE = 0.97  # regions at least this sure are written into the global memory
 MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
 SETTLED = 0.8  # local matches this sure are kept without asking the global memory
 CLAIM_DISTANCE = 3.0
@@ -36,7 +36,7 @@ class PaintBackend(Backend):
         gap_close: int = 1,
         global_memory: bool = True,
         memory_capacity: int = 512,
-        review_threshold: float = 0.5,
+        review_threshold: float = 0.7,
     ) -> None:
         if gap_close < 0 or gap_close > 8:
             raise ValueError(f"gap_close must be 0..8 pixels, got {gap_close}")
