@@ -487,9 +487,9 @@ def _best_effort_header(frames: list) -> dict | None:
     can match the error reply to its request."""
     try:
         header = unpack_map(frames[1].buffer if hasattr(frames[1], "buffer") else frames[1], "header")
-        if isinstance(header.get("msg_id"), str) and len(header["msg_id"]) <= 256:
+        if isinstance(header.get("msg_id"), str) and 0 < len(header["msg_id"]) <= 256:
             return {k: header[k] for k in ("msg_id", "msg_type", "session", "version", "date")
-                    if isinstance(header.get(k), str) and len(header[k]) <= 256}
+                    if isinstance(header.get(k), str) and 0 < len(header[k]) <= 256}
     except Exception:
         pass
     return None
