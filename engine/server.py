@@ -435,13 +435,18 @@ class EngineServer:
         job.identity = ids
         resent = 0
         if msg.content.get("resend", False):
+            # `final` before the snapshot: a worker records a frame's key before it can end
+            # the job, so an ended job's snapshot is complete; a running job's later frames
+            # and its job_done reach the new identity through the event queue, in order.
+            ended = job.final
+            items = sorted(job.done_keys.items())
             reply = make_message(M.reply_type(msg.msg_type), self.session,
-                                 {"status": "ok", "job": job.summary(), "resending": len(job.done_keys)},
+                                 {"status": "ok", "job": job.summary(), "resending": len(items)},
                                  parent=msg.header)
             self._send(ids, serialize(reply))  # the reply first, then the results
-            for number, key in sorted(job.done_keys.items()):
+            for number, key in items:
                 resent += self._resend_one(job, ids, number, key)
-            if job.final:
+            if ended:
                 done = make_message(M.DONE, self.session, {**job.summary(), "resent": True},
                                     parent=job.submit_header)
                 self._send(ids, serialize(done))

@@ -303,6 +303,20 @@ def _next(sock, msg_type: str):
             return msg
 
 
+def test_reattach_while_the_job_ends_loses_no_result(engine):
+    """Reattaching at every moment of a short job: started, half done, just ended."""
+    base = [(n, np.full((16, 24, 3), n, np.uint8)) for n in range(6)]
+    for i in range(40):
+        frames = [(n, a + np.uint8(5 * (i + 1))) for n, a in base]
+        with engine.client() as first:
+            job_id = first.submit_frames(frames, backend="passthrough").id
+            first.poll((i % 5) * 0.001)
+        with engine.client() as second:
+            job = second.reattach(job_id, resend=True)
+            results = {r.number: r.rgb[0, 0, 0] for r in job.results(timeout=30)}
+        assert job.state == "done" and results == {n: a[0, 0, 0] for n, a in frames}, i
+
+
 def test_duplicate_request_gets_the_cached_reply_not_a_second_job(engine):
     """A client that timed out resends its submit on a new connection (same session and
     seq): one job, the same reply, and the job's events follow the new connection."""
