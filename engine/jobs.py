@@ -310,8 +310,10 @@ class _Runner:
             self.backends.move_to_end(key)
             return self.backends[key]
         try:
-            if self.device != "cpu" and "device" not in options:
-                try:  # GPU backends take the worker's device; CPU-only ones (paint) take no device option
+            if "device" not in options:
+                # Backends that place tensors take the worker's device, "cpu" included (a CPU
+                # worker on a GPU box must not let a model pick the GPU); paint takes none.
+                try:
                     backend = create_backend(name, device=self.device, **options)
                 except BackendError:
                     backend = create_backend(name, **options)

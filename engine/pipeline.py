@@ -97,8 +97,12 @@ def colorize_shot(
         writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding)
         confidence_writer = SequenceWriter(outdir / CONFIDENCE_DIR, shot.name, "png", depth="8",
                                            padding=shot.padding)
-        # A report left by an earlier run must not vouch for this one until it has finished.
+        # A report left by an earlier run must not vouch for this one until it has finished,
+        # and hidden temporaries of a killed run are of no use to anyone.
         (outdir / REPORT_NAME).unlink(missing_ok=True)
+        for folder in (outdir, outdir / CONFIDENCE_DIR):
+            for stale in folder.glob(f".{shot.name}.*.partial-*"):
+                stale.unlink(missing_ok=True)
         report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
         alphas: dict[int, np.ndarray | None] = {}
         total = len(shot.frames)

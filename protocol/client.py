@@ -456,7 +456,11 @@ class EngineClient:
         reply = self.request(M.HELLO, {"protocol_version": PROTOCOL_VERSION, "client": self.client_name},
                              timeout=timeout)
         theirs = reply.content.get("protocol_version")
-        if not isinstance(theirs, str) or not compatible(theirs):
+        try:
+            ok = isinstance(theirs, str) and compatible(theirs)
+        except WireError:
+            ok = False
+        if not ok:
             raise EngineError("incompatible_version", f"the engine at {self.url} speaks protocol {theirs}, "
                               f"this client {PROTOCOL_VERSION}; update whichever side is older")
         self.engine_info = reply.content

@@ -364,3 +364,18 @@ def test_cancel_leaves_no_report(lineart, ref0, tmp_path):
                       on_frame=lambda result, path: done.append(result.number))
     assert done == [FIRST, FIRST + 1, FIRST + 2]
     assert not (out / REPORT_NAME).exists()
+
+
+def test_a_rerun_clears_temporaries_and_the_report_of_a_killed_run(lineart, ref0, tmp_path):
+    out = tmp_path / "out"
+    (out / "confidence").mkdir(parents=True)
+    stale = [out / f".shot.{FIRST}.png.partial-dead", out / "confidence" / f".shot.{FIRST}.png.partial-dead"]
+    for path in stale:
+        path.write_bytes(b"\x89PNG half a frame")
+    (out / "report.json").write_text("{}")  # from an older run: must not survive a failing one
+    with pytest.raises(InputError):
+        colorize_shot(lineart, [RefSpec(ref0, FIRST)], out, frames=(FIRST + 500, FIRST + 600))
+    assert (out / "report.json").exists()  # input errors are found before anything is touched
+    colorize_shot(lineart, [RefSpec(ref0, FIRST)], out)
+    assert not any(path.exists() for path in stale)
+    assert json.loads((out / "report.json").read_text())["frames"][0] == FIRST

@@ -58,6 +58,9 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    # True when each output frame depends on its own input frame only; the engine then
+    # caches results per frame. Colorizers with a memory across the shot leave it False.
+    frame_independent: ClassVar[bool] = False
 
     @abc.abstractmethod
     def colorize(

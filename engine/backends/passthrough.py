@@ -9,9 +9,10 @@ from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame
 
 class PassthroughBackend(Backend):
     name = "passthrough"
+    frame_independent = True  # each output depends on its own frame only: cacheable per frame
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         for number, lineart in frames:
             if cancelled is not None and cancelled():
                 raise Cancelled(f"cancelled before frame {number}")
-            yield ColoredFrame(number, lineart, np.ones(lineart.shape[:2], np.float32))
+            yield ColoredFrame(number, lineart, np.broadcast_to(np.float32(1.0), lineart.shape[:2]))
