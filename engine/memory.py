@@ -1,12 +1,12 @@
 """Dynamic global-local memory at region level: LongAnimation's idea for flat fills.
 
 Local memory is the last colored frame: its regions are followed into the new
-frame with optical flow on the line art, so motion and camera pans keep their
-colors. Global memory is a bounded bank of region prototypes (shape, size,
-enclosing region's color, color) merged from every confidently colored region since
-the shot began, seeded with the keyframes; it recognises a character that comes
-back after hundreds of frames, and anchors colors so they cannot drift. Both
-answer with a color and a confidence per region; the caller fuses them.
+frame (along the optical flow of the line art, and in place, whichever explains a
+region better), so motion and camera pans keep their colors. Global memory is a
+bounded bank of region prototypes (size, shape, the colors of their neighbours,
+color) seeded with the keyframes and merged from every confidently colored region
+since; it recognises a character that comes back after hundreds of frames. Both
+answer with a color and a confidence per region; backends/paint.py fuses them.
 """
 
 from __future__ import annotations

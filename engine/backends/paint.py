@@ -172,7 +172,15 @@ class _Shot:
         obs = _observe(stats, describe(stats), color, known, np.flatnonzero(confident), remember=True)
         # Regions cut by the frame edge have no trustworthy shape to remember.
         whole = (~stats.border & (stats.samples >= MIN_SAMPLES))[confident]
-        self.global_.remember(obs.rows(whole), number, pinned=pinned)
+        obs = obs.rows(whole)
+        if not pinned and len(self.global_) and obs.features.shape[0]:
+            # Learn only what the keyframes do not contradict: a confident mistake written
+            # into the global memory would come back to confirm itself.
+            others = np.broadcast_to(~self.global_.pinned, (obs.features.shape[0], len(self.global_)))
+            drawn = self.global_.match(obs, excluded=others)
+            agrees = np.all(drawn.color == obs.color, axis=1) | (drawn.confidence < 0.3)
+            obs = obs.rows(agrees)
+        self.global_.remember(obs, number, pinned=pinned)
 
 
 def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray, rows: np.ndarray,
