@@ -1,9 +1,10 @@
 """`paint`: the embedded CPU colorizer for clean line art, no weights needed.
 
-Each frame is split into flat regions (engine/segment.py); each region asks the
-local memory (the last frame, followed by optical flow) and the global memory (a
-bank of every confident region since the shot began, seeded by the keyframes)
-for its color, and the more confident answer wins (engine/memory.py). Lines are
+Each frame is split into flat regions (engine/segment.py). A region the local
+memory (the last frame) is sure of keeps its color; the others ask the global
+memory (prototypes seeded by the keyframes, grown from confident regions since),
+with their neighbours' colors as context and excluding identities already on
+screen, and the more confident answer wins (engine/memory.py). Lines are
 multiplied over the fills, so anti-aliased and colored lines keep their look.
 """
 
@@ -23,7 +24,7 @@ OVERRIDE_MARGIN = 0.1  # an unsure local answer yields to a global one at least 
 REMEMBER_CONFIDENCE = 0.97  # regions at least this sure are written into the global memory
 MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
 SETTLED = 0.8  # local matches this sure are kept without asking the global memory
-CLAIM_DISTANCE = 3.0
+CLAIM_DISTANCE = 3.0  # a region of a prototype's color this close to it accounts for it
 ROUNDS = 2  # newcomers are identified twice: the second time with each other's answers as context
 
 
@@ -73,7 +74,6 @@ class _Shot:
         self.local = LocalMemory()
         self.global_ = GlobalMemory(capacity=backend.memory_capacity)
         self.keyframes = {k.number: k for k in keyframes}
-        self.trace: dict | None = None  # region -> global answer, for debugging
         self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
         for key in keyframes:
             seg = self._segment(key.lineart if key.lineart is not None else key.color)
@@ -148,11 +148,9 @@ class _Shot:
                 rows = np.array([r])
                 obs = _observe(stats, features, color, decided, rows)
                 excluded = claimed
-                if round_ == 1:  # claims of the other newcomers from round one, not its own
+                if round_ > 0:  # claims of the other newcomers from round one, not its own
                     excluded = claimed | ((by_open.sum(axis=0) - by_open[i]) > 0)
                 found = memory.match(obs, excluded=excluded[None, :])
-                if self.trace is not None:
-                    self.trace[int(r)] = (found.color[0], float(found.confidence[0]), obs)
                 if np.array_equal(found.color[0], color[r]):
                     confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
                 elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
@@ -161,7 +159,7 @@ class _Shot:
                     parent = stats.parent[r]  # unrecognised: continue the enclosing fill
                     color[r] = color[parent] if decided[parent] else 255
                 decided[r] = True
-            if round_ == 0 and open_.size and ROUNDS > 1:
+            if round_ == 0 and open_.size:
                 by_open = _claims(memory, stats, features, color, decided, open_)
         return color, confidence
 
