@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from longanim.progress import ProgressBar
+
 
 def run_remote(args) -> int:
     from longanim.engine.errors import InputError, LonganimError
@@ -39,11 +41,12 @@ def run_remote(args) -> int:
                 backend=args.backend, options=options, frames=frames, out_ext=getattr(args, "ext", None),
                 label=f"cli {os.path.basename(os.path.abspath(args.lineart))}",
             )
+            bar = None
             try:
                 for _ in job.results(timeout=timeout):
-                    if not quiet:
-                        total = job.frames_total or "?"
-                        print(f"\rcolorize (engine) {job.frames_done}/{total}", end="", file=sys.stderr, flush=True)
+                    if not quiet and job.frames_total:
+                        bar = bar or ProgressBar("colorize (engine)", job.frames_total)
+                        bar.update(job.frames_done)
             except KeyboardInterrupt:
                 client.cancel(job.id, timeout=min(timeout, 5.0))
                 raise
@@ -55,6 +58,6 @@ def run_remote(args) -> int:
         raise LonganimError(f"engine job {job.id} ended {job.state}")
     if not quiet:
         seconds = time.perf_counter() - started
-        print(f"\r{job.frames_done} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
+        print(f"{job.frames_done} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
               f"(job {job.id}, {job.summary.get('frames_cached', 0)} from the cache)", file=sys.stderr)
     return 0
