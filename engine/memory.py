@@ -302,3 +302,54 @@ class GlobalMemory:
 
 
 EXCLUSION_PENALTY = 6.0
+
+
+class HiddenMemory:
+    """Regions that went out of sight in the last frames without leaving the frame: a character
+    walking behind another. What re-emerges where something vanished a moment ago is most
+    likely that thing, whatever else the global memory would match by shape."""
+
+    def __init__(self, horizon: int = 60, capacity: int = 128) -> None:
+        self.horizon = horizon
+        self.capacity = capacity
+        self.color = np.zeros((0, 3), np.uint8)
+        self.centroid = np.zeros((0, 2))
+        self.area = np.zeros(0)
+        self.frame = np.zeros(0, np.int64)
+
+    def update(self, before: RegionStats, before_color, before_conf, now: RegionStats, now_color, frame: int):
+        """Note settled regions of the previous frame that no region of their color continues."""
+        rows = np.flatnonzero((before_conf >= 0.8) & ~before.border & (before.samples >= 6))
+        rows = rows[rows > 0]
+        if rows.size:
+            cur = np.arange(1, now.count + 1)
+            same = np.all(before_color[rows][:, None, :] == now_color[cur][None, :, :], axis=2)
+            dist = np.linalg.norm(before.centroid[rows][:, None, :] - now.centroid[cur][None, :, :], axis=2)
+            near = dist <= 2.0 * np.sqrt(before.area[rows])[:, None]
+            big = now.area[cur][None, :] >= 0.3 * before.area[rows][:, None]
+            gone = rows[~np.any(same & near & big, axis=1)]
+            self.color = np.concatenate([self.color, before_color[gone]])
+            self.centroid = np.concatenate([self.centroid, before.centroid[gone]])
+            self.area = np.concatenate([self.area, before.area[gone]])
+            self.frame = np.concatenate([self.frame, np.full(gone.size, frame)])
+        keep = (frame - self.frame) <= self.horizon
+        keep[: max(0, keep.size - self.capacity)] = False
+        self.color, self.centroid, self.area, self.frame = (
+            self.color[keep], self.centroid[keep], self.area[keep], self.frame[keep])
+
+    def match(self, centroid: np.ndarray, area: float, frame: int) -> tuple[np.ndarray | None, float]:
+        if self.color.shape[0] == 0:
+            return None, 0.0
+        age = frame - self.frame
+        reach = 1.5 * np.sqrt(self.area) + REACH_PER_FRAME * age
+        dist = np.linalg.norm(self.centroid - centroid, axis=1)
+        fits = (dist <= reach) & (area <= 1.5 * self.area)
+        if not fits.any():
+            return None, 0.0
+        score = np.where(fits, np.exp(-((dist / reach) ** 2)) * (1.0 - age / (self.horizon + 1)), 0.0)
+        best = int(score.argmax())
+        return self.color[best], HIDDEN_TRUST * float(score[best])
+
+
+HIDDEN_TRUST = 0.75
+REACH_PER_FRAME = 1.0

@@ -156,3 +156,32 @@ def test_options_are_checked_by_name():
         create_backend("paint", gap_close=-1)
     with pytest.raises(Exception, match="bad options"):
         create_backend("paint", no_such_option=1)
+
+
+def test_hidden_memory_remembers_what_vanished_in_place():
+    from longanim.engine.memory import HiddenMemory
+    from longanim.engine.regions import measure
+    from longanim.engine.segment import segment
+
+    def frame(with_patch):
+        img = np.full((H, W, 3), 255, np.uint8)
+        cv2.rectangle(img, (20, 20), (220, 115), (0, 0, 0), 2)
+        if with_patch:
+            cv2.circle(img, (80, 60), 15, (0, 0, 0), 2)
+        return img
+
+    before = measure(segment(frame(True)), 1)
+    now = measure(segment(frame(False)), 1)
+    patch = before.grid[60, 80]
+    color = np.full((before.count + 1, 3), 200, np.uint8)
+    color[patch] = GOLD
+    hidden = HiddenMemory(horizon=10)
+    now_color = np.full((now.count + 1, 3), 200, np.uint8)
+    hidden.update(before, color, np.ones(before.count + 1), now, now_color, frame=5)
+
+    found, trust = hidden.match(np.array([82.0, 58.0]), area=400.0, frame=7)
+    assert tuple(found) == GOLD and trust > 0.5
+    assert hidden.match(np.array([200.0, 100.0]), area=400.0, frame=7)[0] is None  # elsewhere
+    assert hidden.match(np.array([82.0, 58.0]), area=5000.0, frame=7)[0] is None  # far too big
+    hidden.update(now, now_color, np.ones(now.count + 1), now, now_color, frame=30)
+    assert hidden.match(np.array([82.0, 58.0]), area=400.0, frame=30)[0] is None  # forgotten

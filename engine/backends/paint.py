@@ -4,7 +4,8 @@ Each frame is split into flat regions (engine/segment.py). A region the local
 memory (the last frame) is sure of keeps its color; the others ask the global
 memory (prototypes seeded by the keyframes, grown from confident regions since),
 with their neighbours' colors as context and excluding identities already on
-screen, and the more confident answer wins (engine/memory.py). Lines are
+screen, and the memory of what was hidden lately (a character walking out from
+behind another); the more confident answer wins (engine/memory.py). Lines are
 multiplied over the fills, so anti-aliased and colored lines keep their look.
 """
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
-from longanim.engine.memory import GlobalMemory, LocalMemory, Observation, flow_image
+from longanim.engine.memory import GlobalMemory, HiddenMemory, LocalMemory, Observation, flow_image
 from longanim.engine.regions import RegionStats, grid_step, measure
 from longanim.engine.segment import Segmentation, segment
 
@@ -73,6 +74,8 @@ class _Shot:
         self.backend = backend
         self.local = LocalMemory()
         self.global_ = GlobalMemory(capacity=backend.memory_capacity)
+        self.hidden = HiddenMemory()
+        self.last: tuple | None = None  # previous frame's stats, colors, confidences
         self.keyframes = {k.number: k for k in keyframes}
         self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
         for key in keyframes:
@@ -106,11 +109,14 @@ class _Shot:
             confidence = np.ones(seg.count + 1)
             source = "keyframe"
         else:
-            color, confidence = self._recall(stats, small)
+            color, confidence = self._recall(number, stats, small)
             source = "memory"
         color[0] = 255  # under a line core the line itself shows (multiplied over white)
         confidence[0] = 1.0
         self.local.remember(stats, small, color, confidence)
+        if self.last is not None:
+            self.hidden.update(*self.last, stats, color, number)
+        self.last = (stats, color, confidence)
         if self.backend.use_global:
             self._remember_globally(stats, color, confidence >= REMEMBER_CONFIDENCE, number)
         rgb, sure = render(lineart, color, confidence, seg.labels)
@@ -122,7 +128,7 @@ class _Shot:
             number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
         )
 
-    def _recall(self, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _recall(self, number: int, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         local = self.local.match(stats, small)
         color, confidence = local.color.copy(), local.confidence.copy()
         if not self.backend.use_global or len(self.global_) == 0:
@@ -151,6 +157,11 @@ class _Shot:
                 if round_ > 0:  # claims of the other newcomers from round one, not its own
                     excluded = claimed | ((by_open.sum(axis=0) - by_open[i]) > 0)
                 found = memory.match(obs, excluded=excluded[None, :])
+                # Away from the frame edge, a shape appearing where another vanished a moment
+                # ago is most likely that one coming out from behind something.
+                hidden_color, hidden_conf = self.hidden.match(stats.centroid[r], stats.area[r], number)
+                if hidden_conf > found.confidence[0] and not stats.border[r]:
+                    found.color[0], found.confidence[0] = hidden_color, hidden_conf
                 if np.array_equal(found.color[0], color[r]):
                     confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
                 elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
