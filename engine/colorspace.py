@@ -68,6 +68,8 @@ def from_display_float(rgb_or_rgba, depth: str, colorspace: str) -> np.ndarray:
     "linear") linearises the colour and premultiplies it by alpha, for EXR.
     """
     x = np.asarray(rgb_or_rgba)
+    if colorspace == "srgb" and (depth, x.dtype) in (("8", np.uint8), ("16", np.uint16)):
+        return x  # already stored as displayed: no round trip through float
     if x.dtype in (np.uint8, np.uint16):
         x = x.astype(np.float32) / np.float32(np.iinfo(x.dtype).max)
     x = _clip01(x)

@@ -126,9 +126,9 @@ def _read_cv2(path: Path) -> np.ndarray:
     if channels == 2:  # grey + alpha
         return np.ascontiguousarray(img[:, :, [0, 0, 0, 1]])
     if channels == 3:
-        return np.ascontiguousarray(img[:, :, ::-1])
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if channels == 4:
-        return np.ascontiguousarray(img[:, :, [2, 1, 0, 3]])
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     raise InputError(f"{path}: {channels} channels; expected grey, RGB or RGBA")
 
 
@@ -314,9 +314,9 @@ def _encode_cv2(ext: str, pixels: np.ndarray, path: Path) -> bytes:
 
     channels = pixels.shape[2]
     if channels == 3:
-        pixels = pixels[:, :, ::-1]
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR)
     elif channels == 4:
-        pixels = pixels[:, :, [2, 1, 0, 3]]
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGBA2BGRA)
     try:
         ok, buf = cv2.imencode("." + ext, np.ascontiguousarray(pixels))
     except cv2.error as e:

@@ -113,7 +113,7 @@ def colorize_shot(
                 alpha = alphas.pop(result.number, None)
 
                 def write(result=result, alpha=alpha) -> Path:
-                    confidence_writer.write_display(result.number, _confidence_image(result.confidence))
+                    confidence_writer.write(result.number, _confidence_image(result.confidence))
                     return writer.write_display(result.number, result.rgb, alpha)
 
                 for done_result, path in writes.submit(result, write):
@@ -246,6 +246,8 @@ def display_rgb_on_white(image: ImageData) -> tuple[np.ndarray, np.ndarray | Non
 
     Returns the alpha too (float32, straight) so the output can carry it unchanged.
     """
+    if image.colorspace == "srgb" and image.pixels.dtype == np.uint8 and image.pixels.shape[2] == 3:
+        return image.pixels, None  # the common case, already what the colorizer sees
     pixels = to_display_float(image)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -284,8 +286,8 @@ def _refuse_overwriting_input(outdir: Path, shot: FrameSequence) -> None:
 
 
 def _confidence_image(confidence: np.ndarray) -> np.ndarray:
-    gray = np.round(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
+    """8-bit grey: white = sure."""
+    return np.round(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -362,7 +362,12 @@ def test_cancel_leaves_no_report(lineart, ref0, tmp_path):
     with pytest.raises(Cancelled):
         colorize_shot(lineart, [RefSpec(ref0)], out, cancelled=lambda: len(done) >= 3,
                       on_frame=lambda result, path: done.append(result.number))
-    assert done == [FIRST, FIRST + 1, FIRST + 2]
+    # The backend stops at its next frame; frames already colorized and being written finish.
+    from longanim.engine.pipeline import _OrderedWrites
+
+    assert 3 <= len(done) <= 3 + _OrderedWrites.IN_FLIGHT + 1
+    assert done == list(range(FIRST, FIRST + len(done)))
+    assert len(done) < N
     assert not (out / REPORT_NAME).exists()
 
 
