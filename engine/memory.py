@@ -54,9 +54,6 @@ class LocalMemory:
         self.grid, self.small, self.color, self.confidence = stats.grid, small, color, confidence
         self.samples = stats.samples
 
-    def forget(self) -> None:
-        self.grid = self.small = self.color = self.confidence = self.samples = None
-
     def match(self, stats: RegionStats, small: np.ndarray) -> Candidates:
         n = stats.count
         if self.grid is None or self.grid.shape != stats.grid.shape:
@@ -218,18 +215,13 @@ class GlobalMemory:
     def __len__(self) -> int:
         return self.color.shape[0]
 
-    def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in self._FIELDS)
-
-    def distances(self, obs: Observation, *, context: bool = True) -> np.ndarray:
+    def distances(self, obs: Observation) -> np.ndarray:
         """Squared normalised distance from every observation (rows) to every prototype."""
         diff = (obs.features[:, None, :] - self.features[None, :, :]) / _SCALE
         d2 = np.einsum("ijk,ijk->ij", diff, diff)
-        if context:
-            same = np.all(obs.context[:, None, :, None, :] == self.context[None, :, None, :, :], axis=4)
-            foreign = ~same.any(axis=3) & (obs.context[:, None, :, 0] >= 0)  # (k, K, NEIGHBORS)
-            d2 = d2 + CONTEXT_PENALTY * np.einsum("ijm,im->ij", foreign.astype(np.float32), obs.contact)
-        return d2
+        same = np.all(obs.context[:, None, :, None, :] == self.context[None, :, None, :, :], axis=4)
+        foreign = ~same.any(axis=3) & (obs.context[:, None, :, 0] >= 0)  # (k, K, NEIGHBORS)
+        return d2 + CONTEXT_PENALTY * np.einsum("ijm,im->ij", foreign.astype(np.float32), obs.contact)
 
     def match(self, obs: Observation, *, excluded: np.ndarray | None = None) -> Candidates:
         """Best prototype per observation, with a confidence that falls with distance and

@@ -13,8 +13,6 @@ import numpy as np
 
 from longanim.engine.segment import Segmentation
 
-# Columns of RegionStats.shape_features(): log area, log of the two second moments per area.
-SHAPE_DIMS = 3
 NEIGHBORS = 4
 
 

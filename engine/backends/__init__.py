@@ -18,10 +18,6 @@ def available_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def register_backend(name: str, target: str) -> None:
-    _REGISTRY[name] = target
-
-
 def create_backend(name: str, **options) -> Backend:
     """Build a backend by name; unknown names and options fail with the valid choices."""
     try:
