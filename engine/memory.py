@@ -25,6 +25,7 @@ FLOW_WIDTH = 480  # line art is shrunk to about this width for optical flow
 class Candidates:
     color: np.ndarray  # (n+1, 3) uint8
     confidence: np.ndarray  # (n+1,) float in [0, 1]; 0 = no candidate
+    source: np.ndarray | None = None  # (n+1,) previous frame's region each one continues, 0 = none
 
 
 def flow_image(ink: np.ndarray) -> np.ndarray:
@@ -45,19 +46,33 @@ class LocalMemory:
         self.color: np.ndarray | None = None
         self.confidence: np.ndarray | None = None
         self.samples: np.ndarray | None = None
+        self.doubt: np.ndarray | None = None
+        self.rival: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
         return self.grid is None
 
-    def remember(self, stats: RegionStats, small: np.ndarray, color: np.ndarray, confidence: np.ndarray) -> None:
+    def remember(self, stats: RegionStats, small: np.ndarray, color: np.ndarray, confidence: np.ndarray,
+                 doubt: np.ndarray | None = None, rival: np.ndarray | None = None) -> None:
+        """`doubt`/`rival`: how strongly, for how long, the global memory has been naming another
+        color (`rival`) for each region; followed regions inherit them (see `inherited`)."""
         self.grid, self.small, self.color, self.confidence = stats.grid, small, color, confidence
         self.samples = stats.samples
+        self.doubt = np.zeros(stats.count + 1) if doubt is None else doubt
+        self.rival = np.zeros((stats.count + 1, 3), np.uint8) if rival is None else rival
+
+    def inherited(self, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The doubt and rival color each current region carries over from its source region."""
+        if self.doubt is None:
+            return np.zeros(source.size), np.zeros((source.size, 3), np.uint8)
+        doubt = np.where(source > 0, self.doubt[source], 0.0)
+        return doubt, self.rival[source]
 
     def match(self, stats: RegionStats, small: np.ndarray) -> Candidates:
         n = stats.count
         if self.grid is None or self.grid.shape != stats.grid.shape:
-            return Candidates(np.zeros((n + 1, 3), np.uint8), np.zeros(n + 1))
+            return Candidates(np.zeros((n + 1, 3), np.uint8), np.zeros(n + 1), np.zeros(n + 1, np.int64))
         # Flow follows motion but breaks on sudden changes (a character turning around
         # mirrors its parts); plain overlap survives those. Each region keeps the surer answer.
         moved = self._vote(stats, self._previous_labels_seen_from(stats, small))
@@ -65,6 +80,7 @@ class LocalMemory:
         better = still.confidence > moved.confidence
         moved.color[better] = still.color[better]
         moved.confidence[better] = still.confidence[better]
+        moved.source[better] = still.source[better]
         return moved
 
     def _previous_labels_seen_from(self, stats: RegionStats, small: np.ndarray) -> np.ndarray:
@@ -126,8 +142,9 @@ class LocalMemory:
         confidence = np.minimum(confidence, self.confidence[main])
         confidence[votes == 0] = 0.0
         confidence[0] = 0.0
+        main[votes == 0] = 0
         palette = _palette(self.color, color_ids)
-        return Candidates(palette[winner], confidence)
+        return Candidates(palette[winner], confidence, main)
 
 
 def _pairs(grid: np.ndarray, warped: np.ndarray, n: int, m: int):
@@ -243,6 +260,17 @@ class GlobalMemory:
         closeness = np.exp(-best_d2 / 4.0)
         margin = 1.0 - np.exp(-np.maximum(rival_d2 - best_d2, 0.0) / 2.0)
         return Candidates(self.color[best], closeness * margin)
+
+    def support(self, obs: Observation, color: np.ndarray, *, excluded: np.ndarray | None = None) -> np.ndarray:
+        """How well the closest prototype of each row's given color fits it (1 = exactly)."""
+        k = obs.features.shape[0]
+        if len(self) == 0 or k == 0:
+            return np.zeros(k)
+        d2 = self.distances(obs)
+        if excluded is not None:
+            d2 = np.where(excluded, d2 + EXCLUSION_PENALTY, d2)
+        same = np.all(self.color[None, :, :] == color[:, None, :], axis=2)
+        return np.exp(-np.where(same, d2, np.inf).min(axis=1) / 4.0)
 
     def remember(self, obs: Observation, frame: int, *, pinned: bool = False) -> None:
         """Merge each observation into a close prototype of the same color and context, or add it."""

@@ -15,7 +15,10 @@ any order. The content is built to be hard in the ways real long shots are hard:
 - optional anti-aliased lines, broken lines (1-3 px gaps) and colored lines.
 
 Two characters may share a region color (all eye whites are the same white), as in
-real productions; otherwise each character has its own palette.
+real productions; otherwise each character has its own palette. Each character also has
+its own proportions (a tall thin one, a round one with a big head...), as character
+designs in a production do; `look_alike=True` gives them all one body plan, a crowd
+of one model in different palettes, where only context and motion tell them apart.
 
 Line art and ground truth are the same drawing: each region is filled (white in the
 line art) and its outline stroked right after, back to front, so front fills hide the
@@ -99,6 +102,32 @@ class _Shape:
 
 
 @dataclass
+class _Design:
+    """A character's proportions, in units of its scale: what sets it apart by shape."""
+
+    body_w: float = 0.6
+    body_h: float = 0.85
+    head_r: float = 0.6
+    hat_h: float = 0.7
+    hat_w: float = 0.38
+    brim_w: float = 0.72
+    belly: float = 1.0
+    arm_len: float = 0.75
+    arm_w: float = 0.2
+    eye_r: float = 0.17
+
+
+# Body plans far enough apart to be told by shape, jittered per seed.
+_ARCHETYPES = (
+    _Design(),
+    _Design(body_w=0.78, body_h=0.62, head_r=0.5, hat_h=0.42, hat_w=0.48, brim_w=0.9, belly=1.25,
+            arm_len=0.55, arm_w=0.26, eye_r=0.16),
+    _Design(body_w=0.45, body_h=1.05, head_r=0.72, hat_h=1.0, hat_w=0.3, brim_w=0.6, belly=0.8,
+            arm_len=0.95, arm_w=0.16, eye_r=0.2),
+)
+
+
+@dataclass
 class _Character:
     index: int  # 1-based
     palette: dict[int, tuple[int, int, int]]
@@ -108,6 +137,7 @@ class _Character:
     phase: np.ndarray
     blinks: np.ndarray  # sorted blink start frames
     exit: tuple[int, int, int] | None  # (start leaving, start coming back, direction +-1)
+    design: _Design = field(default_factory=_Design)
 
 
 @dataclass
@@ -122,6 +152,7 @@ class SyntheticShot:
     camera_pan: bool = True
     num_characters: int = 3
     keyframes: list[int] = field(default_factory=lambda: [0])
+    look_alike: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 16 or self.height < 16:
@@ -229,9 +260,20 @@ class SyntheticShot:
         amp = (rng.uniform(0.12, 0.22), rng.uniform(0.02, 0.05))
         freq = (2 * np.pi / rng.uniform(250, 500), 2 * np.pi / rng.uniform(60, 120))
         phase = rng.uniform(0, 2 * np.pi, size=8)
+        # The walk starts at the character's own place (sin = 0 at frame 0), so the opening
+        # frame shows everyone whole, as an artist's reference frame would.
+        phase[1:3] = rng.choice([0.0, np.pi], size=2)
         gaps = rng.integers(60, 140, size=max(1, self.num_frames // 60 + 1))
         blinks = np.cumsum(gaps) - rng.integers(0, 60)
-        return _Character(k, palette, base_x, amp, freq, phase, blinks, self._exit_schedule(k))
+        return _Character(k, palette, base_x, amp, freq, phase, blinks, self._exit_schedule(k), self._design(k))
+
+    def _design(self, k: int) -> _Design:
+        if self.look_alike:
+            return _Design()
+        rng = np.random.default_rng([self.seed, 103, k])
+        base = _ARCHETYPES[(k - 1 + self.seed) % len(_ARCHETYPES)]
+        jitter = {name: getattr(base, name) * float(rng.uniform(0.94, 1.06)) for name in _Design.__dataclass_fields__}
+        return _Design(**jitter)
 
     def _hue0(self) -> float:
         return float(np.random.default_rng([self.seed, 100]).uniform(0, 1))
@@ -355,27 +397,34 @@ class SyntheticShot:
             outline = [(pts, closed)] if lines is None else [(tf(p), cl) for p, cl in lines]
             return _Shape(pts, pal[part], k, region_id(k, part), outline, ink, gap_key=100 * k + part)
 
+        d = c.design
+        top = -2.0 * d.body_h  # top of the body; the head sits on it, overlapping a little
+        head_y = top - 0.5 * d.head_r
+        brim_y = head_y - 0.75 * d.head_r
         shapes = [
-            region(BODY, _ellipse(0.0, -0.85, 0.6, 0.85)),
-            region(BELLY, _ellipse(0.12, -0.7, 0.32, 0.45, 40), ink=inner_ink),
-            region(HEAD, _ellipse(0.0, -2.0, 0.6, 0.6)),
-            region(CROWN, np.array([[-0.38, -2.45], [0.38, -2.45], [0.28, -3.15], [-0.28, -3.15]])),
-            region(BRIM, _ellipse(0.0, -2.45, 0.72, 0.13, 40)),
+            region(BODY, _ellipse(0.0, -d.body_h, d.body_w, d.body_h)),
+            region(BELLY, _ellipse(0.2 * d.body_w, -0.82 * d.body_h, 0.53 * d.body_w * d.belly,
+                                   0.53 * d.body_h * d.belly, 40), ink=inner_ink),
+            region(HEAD, _ellipse(0.0, head_y, d.head_r, d.head_r)),
+            region(CROWN, np.array([[-d.hat_w, brim_y], [d.hat_w, brim_y],
+                                    [0.74 * d.hat_w, brim_y - d.hat_h], [-0.74 * d.hat_w, brim_y - d.hat_h]])),
+            region(BRIM, _ellipse(0.0, brim_y, d.brim_w, 0.13, 40)),
         ]
-        mouth = np.stack([np.linspace(-0.05, 0.25, 8), -1.68 + 0.07 * np.sin(np.linspace(0, np.pi, 8))], axis=1)
+        mouth_y = head_y + 0.53 * d.head_r
+        mouth = np.stack([np.linspace(-0.05, 0.25, 8), mouth_y + 0.07 * np.sin(np.linspace(0, np.pi, 8))], axis=1)
         shapes.append(_Shape(None, BLACK, k, region_id(k, HEAD), [(tf(mouth), False)], mouth_ink, 100 * k + 10))
         openness = self._openness(c, i)
         look = 0.05 * facing * math.sin(2 * math.pi * i / 90.0 + c.phase[7])
-        for eye, pupil, ex in ((EYE_L, PUPIL_L, -0.06), (EYE_R, PUPIL_R, 0.3)):
+        for eye, pupil, ex in ((EYE_L, PUPIL_L, -0.1 * d.head_r), (EYE_R, PUPIL_R, 0.5 * d.head_r)):
             if openness <= 0.0:
-                shut = np.array([[ex - 0.16, -2.0], [ex, -1.96], [ex + 0.16, -2.0]])
+                shut = np.array([[ex - d.eye_r, head_y], [ex, head_y + 0.04], [ex + d.eye_r, head_y]])
                 shapes.append(_Shape(None, BLACK, k, region_id(k, HEAD), [(tf(shut), False)], eye_ink, 100 * k + 11))
                 continue
-            ay = 0.24 * openness
-            shapes.append(region(eye, _ellipse(ex, -2.0, 0.17, ay, 40), ink=eye_ink))
-            pr = min(0.1, 0.6 * ay)
-            shapes.append(region(pupil, _ellipse(ex + look * facing, -2.0, pr, pr, 24)))
-        shapes.append(region(ARM, _capsule(0.35, -1.25, arm_angle, 0.75, 0.2)))
+            ay = 1.4 * d.eye_r * openness
+            shapes.append(region(eye, _ellipse(ex, head_y, d.eye_r, ay, 40), ink=eye_ink))
+            pr = min(0.6 * d.eye_r, 0.6 * ay)
+            shapes.append(region(pupil, _ellipse(ex + look * facing, head_y, pr, pr, 24)))
+        shapes.append(region(ARM, _capsule(0.6 * d.body_w, -1.47 * d.body_h, arm_angle, d.arm_len, d.arm_w)))
         return shapes
 
     def _bbox(self, c: _Character, i: int) -> tuple[float, float, float, float]:
@@ -487,7 +536,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def make_shot(num_frames: int = 500, width: int = 480, height: int = 270, seed: int = 0, *,
               antialias: bool = False, broken_lines: bool = False, colored_lines: bool = False,
-              camera_pan: bool = True, num_characters: int = 3, keyframes=(0,)) -> SyntheticShot:
+              camera_pan: bool = True, num_characters: int = 3, keyframes=(0,),
+              look_alike: bool = False) -> SyntheticShot:
     return SyntheticShot(width, height, num_frames, seed, antialias=antialias, broken_lines=broken_lines,
                          colored_lines=colored_lines, camera_pan=camera_pan, num_characters=num_characters,
-                         keyframes=list(keyframes))
+                         keyframes=list(keyframes), look_alike=look_alike)

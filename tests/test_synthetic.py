@@ -192,3 +192,25 @@ def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="num_characters"):
         make_shot(10, 64, 36, num_characters=0)
     assert make_shot(10, 64, 36, keyframes=(0, 9)).keyframes == [0, 9]
+
+
+def test_characters_differ_in_shape_unless_asked_to_look_alike():
+    def body_plans(shot):
+        return {tuple(round(v, 2) for v in vars(c.design).values()) for c in shot._characters}
+
+    assert len(body_plans(make_shot(60, 480, 270, seed=3))) == 3
+    assert len(body_plans(make_shot(60, 480, 270, seed=3, look_alike=True))) == 1
+    # and the difference shows in the drawing: head sizes at the same depth differ
+    distinct = make_shot(60, 480, 270, seed=3)
+    radii = sorted(c.design.head_r for c in distinct._characters)
+    assert radii[-1] / radii[0] > 1.25
+
+
+def test_the_opening_frame_shows_every_character_whole():
+    """Frame 0 is the default reference keyframe: a character hidden there could not be
+    colored from it by anyone."""
+    for seed in range(6):
+        rm = make_shot(500, 480, 270, seed=seed).region_map(0)
+        for k in (1, 2, 3):
+            for part in (S.BODY, S.HEAD, S.CROWN, S.BRIM):
+                assert (rm == region_id(k, part)).sum() > 100, (seed, k, S.PART_NAMES[part])

@@ -26,6 +26,7 @@ REMEMBER_CONFIDENCE = 0.97  # regions at least this sure are written into the gl
 MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
 SETTLED = 0.8  # local matches this sure are kept without asking the global memory
 CLAIM_DISTANCE = 3.0  # a region of a prototype's color this close to it accounts for it
+SWITCH_DOUBT = 3.0  # the global memory's accumulated disagreement that overturns a sure color
 ROUNDS = 2  # newcomers are identified twice: the second time with each other's answers as context
 
 
@@ -104,16 +105,17 @@ class _Shot:
             nearest = min(self.seeds, key=lambda k: abs(k - number))
             if self.seeds[nearest][0].grid.shape == stats.grid.shape:
                 self.local.remember(*self.seeds[nearest])
+        doubt = rival = None
         if key is not None and key.color.shape[:2] == seg.shape:
             color = region_colors(key.color, seg)
             confidence = np.ones(seg.count + 1)
             source = "keyframe"
         else:
-            color, confidence = self._recall(number, stats, small)
+            color, confidence, doubt, rival = self._recall(number, stats, small)
             source = "memory"
         color[0] = 255  # under a line core the line itself shows (multiplied over white)
         confidence[0] = 1.0
-        self.local.remember(stats, small, color, confidence)
+        self.local.remember(stats, small, color, confidence, doubt, rival)
         if self.last is not None:
             self.hidden.update(*self.last, stats, color, number)
         self.last = (stats, color, confidence)
@@ -128,11 +130,11 @@ class _Shot:
             number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
         )
 
-    def _recall(self, number: int, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _recall(self, number: int, stats: RegionStats, small: np.ndarray):
         local = self.local.match(stats, small)
         color, confidence = local.color.copy(), local.confidence.copy()
         if not self.backend.use_global or len(self.global_) == 0:
-            return color, confidence
+            return color, confidence, None, None
         memory = self.global_
         features = describe(stats)
         decided = confidence >= SETTLED
@@ -172,7 +174,41 @@ class _Shot:
                 decided[r] = True
             if round_ == 0 and open_.size:
                 by_open = _claims(memory, stats, features, color, decided, open_)
-        return color, confidence
+        doubt, rival = self._doubt(stats, features, color, confidence, *self.local.inherited(local.source))
+        return color, confidence, doubt, rival
+
+    def _doubt(self, stats, features, color, confidence, doubt, rival):
+        """Ask the global memory about every region, however it was colored, every frame.
+
+        A color picked on a sliver, or two parts swapped during an occlusion, is followed
+        faithfully by the local memory; the global memory naming the same other color frame
+        after frame is evidence that adds up until it outweighs the color's confidence.
+        """
+        memory = self.global_
+        rows = np.flatnonzero(~stats.border & (stats.samples >= MIN_SAMPLES))
+        rows = rows[rows > 0]
+        new_doubt = np.zeros(stats.count + 1)
+        new_rival = np.zeros((stats.count + 1, 3), np.uint8)
+        if rows.size == 0:
+            return new_doubt, new_rival
+        known = np.ones(stats.count + 1, bool)
+        claims = _claims(memory, stats, features, color, known, rows)
+        others = (claims.sum(axis=0)[None, :] - claims) > 0
+        obs = _observe(stats, features, color, known, rows)
+        found = memory.match(obs, excluded=others)
+        # Doubt grows only as far as the memory does not also know the region in its own color.
+        backing = memory.support(obs, color[rows], excluded=others)
+        disagrees = np.any(found.color != color[rows], axis=1)
+        same_rival = np.all(rival[rows] == found.color, axis=1)
+        grown = np.where(same_rival, doubt[rows], 0.0) + found.confidence * (1.0 - backing)
+        new_doubt[rows] = np.where(disagrees, grown, 0.0)
+        new_rival[rows] = found.color
+        flip = rows[new_doubt[rows] > SWITCH_DOUBT * np.maximum(confidence[rows], 0.2)]
+        if flip.size:
+            color[flip] = new_rival[flip]
+            confidence[flip] = np.minimum(new_doubt[flip] / SWITCH_DOUBT, 1.0)
+            new_doubt[flip] = 0.0
+        return new_doubt, new_rival
 
     def _remember_globally(self, stats, color, confident, number, *, pinned=False) -> None:
         confident = confident.copy()
