@@ -192,12 +192,14 @@ def _grid_coords(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # How far apart two observations of one region may look, per descriptor column:
-# log area (characters change scale with depth), two log shape moments per area.
-_SCALE = np.array([0.3, 0.3, 0.3], np.float32)
+# log area (characters change scale with depth), two log shape moments per area,
+# log x/y variance, log perimeter**2/area (see RegionStats.shape_features).
+_SCALE = np.array([0.3, 0.3, 0.3, 0.4, 0.3], np.float32)
 # Squared-distance penalty for neighbours whose colors the prototype never had beside it,
 # weighted by their share of the boundary: context is what tells apart same-shaped parts
 # of different characters (a body next to this head is this character's body).
 CONTEXT_PENALTY = 8.0
+CLOSE = 6.0  # squared distance at which a match is 1/e sure
 
 
 @dataclass
@@ -257,7 +259,7 @@ class GlobalMemory:
         best_d2 = d2[np.arange(k), best]
         other = np.any(self.color[None, :, :] != self.color[best][:, None, :], axis=2)
         rival_d2 = np.where(other, d2, np.inf).min(axis=1)
-        closeness = np.exp(-best_d2 / 4.0)
+        closeness = np.exp(-best_d2 / CLOSE)
         margin = 1.0 - np.exp(-np.maximum(rival_d2 - best_d2, 0.0) / 2.0)
         return Candidates(self.color[best], closeness * margin)
 
@@ -270,7 +272,7 @@ class GlobalMemory:
         if excluded is not None:
             d2 = np.where(excluded, d2 + EXCLUSION_PENALTY, d2)
         same = np.all(self.color[None, :, :] == color[:, None, :], axis=2)
-        return np.exp(-np.where(same, d2, np.inf).min(axis=1) / 4.0)
+        return np.exp(-np.where(same, d2, np.inf).min(axis=1) / CLOSE)
 
     def remember(self, obs: Observation, frame: int, *, pinned: bool = False) -> None:
         """Merge each observation into a close prototype of the same color and context, or add it."""

@@ -25,6 +25,8 @@ class RegionStats:
     area: np.ndarray  # (count+1,) float, pixels (samples * step**2)
     centroid: np.ndarray  # (count+1, 2) x, y in full-resolution pixels
     moments: np.ndarray  # (count+1, 2) larger and smaller eigenvalue of the covariance, pixels**2
+    spread: np.ndarray  # (count+1, 2) variance along x and along y, pixels**2
+    perimeter: np.ndarray  # (count+1,) pixels of outline, roughly
     border: np.ndarray  # (count+1,) bool: region touches the frame edge (it may be cut off)
     neighbors: np.ndarray  # (count+1, NEIGHBORS) int: neighbours across a line, longest boundary first, 0 = none
     contact: np.ndarray  # (count+1, NEIGHBORS) float: each neighbour's share of the region's boundary
@@ -35,9 +37,15 @@ class RegionStats:
         return self.neighbors[:, 0]
 
     def shape_features(self) -> np.ndarray:
+        """Log area; elongation (principal moments per area); whether it is wide or tall
+        (variance along x against y: a hat is tall, a slice of hill wide, and characters
+        stay upright); how ragged its outline is (a piece cut out by occluders is)."""
         area = np.maximum(self.area, 1.0)
         m = np.maximum(self.moments, 1e-3)
-        return np.stack([np.log(area), np.log(m[:, 0] / area), np.log(m[:, 1] / area)], axis=1)
+        xy = np.maximum(self.spread, 1e-3)
+        ragged = np.maximum(self.perimeter, 1.0) ** 2 / area
+        return np.stack([np.log(area), np.log(m[:, 0] / area), np.log(m[:, 1] / area),
+                         np.log(xy[:, 0] / xy[:, 1]), np.log(ragged)], axis=1)
 
 
 def grid_step(height: int, width: int) -> int:
@@ -51,7 +59,8 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
     samples = np.bincount(grid.ravel(), minlength=n + 1).astype(np.float64)
     # Shape needs no more than a ~480x270 sampling, whatever the frame size.
     coarse = 2 if grid.size > 300_000 else 1
-    centroid, moments = _moments(grid[::coarse, ::coarse], n, coarse * step)
+    sparse = grid[::coarse, ::coarse]
+    centroid, moments, spread = _moments(sparse, n, coarse * step)
     border = np.zeros(n + 1, bool)
     for edge in (grid[0], grid[-1], grid[:, 0], grid[:, -1]):
         border[edge] = True
@@ -63,12 +72,14 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
         area=samples * step * step,
         centroid=centroid,
         moments=moments,
+        spread=spread,
+        perimeter=_perimeter(sparse, n) * (coarse * step),
         border=border,
         **_neighbors(grid, n),
     )
 
 
-def _moments(grid: np.ndarray, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+def _moments(grid: np.ndarray, n: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid and principal second moments per region; a coarser grid is plenty for shape."""
     flat = grid.ravel()
     gh, gw = grid.shape
@@ -83,7 +94,17 @@ def _moments(grid: np.ndarray, n: int, step: int) -> tuple[np.ndarray, np.ndarra
     half_trace = (sxx + syy) / 2
     spread = np.sqrt(np.maximum(((sxx - syy) / 2) ** 2 + sxy * sxy, 0.0))
     moments = np.stack([half_trace + spread, np.maximum(half_trace - spread, 0.0)], axis=1)
-    return np.stack([sx, sy], axis=1), moments
+    return np.stack([sx, sy], axis=1), moments, np.stack([np.maximum(sxx, 0.0), np.maximum(syy, 0.0)], axis=1)
+
+
+def _perimeter(grid: np.ndarray, n: int) -> np.ndarray:
+    """Samples of each region next to a sample of another label (a line, mostly)."""
+    edge = np.zeros(grid.shape, bool)
+    edge[:, :-1] |= grid[:, :-1] != grid[:, 1:]
+    edge[:, 1:] |= grid[:, 1:] != grid[:, :-1]
+    edge[:-1, :] |= grid[:-1, :] != grid[1:, :]
+    edge[1:, :] |= grid[1:, :] != grid[:-1, :]
+    return np.bincount(grid[edge], minlength=n + 1).astype(np.float64)
 
 
 def _neighbors(grid: np.ndarray, n: int) -> dict:
