@@ -206,7 +206,7 @@ CLOSE = 6.0  # squared distance at which a match is 1/e sure
 class Observation:
     """What the global memory is told or asked about regions of one frame."""
 
-    features: np.ndarray  # (k, 3): log area and shape
+    features: np.ndarray  # (k, F): RegionStats.shape_features
     context: np.ndarray  # (k, NEIGHBORS, 3) int16 neighbours' colors, -1 where none or not yet known
     contact: np.ndarray  # (k, NEIGHBORS) each neighbour's share of the boundary
     color: np.ndarray | None = None  # (k, 3) uint8, when remembering

@@ -141,7 +141,7 @@ def test_global_memory_stays_bounded():
     for frame in range(200):
         k = 8
         obs = Observation(
-            features=rng.normal(size=(k, 3)).astype(np.float32) * 3,
+            features=rng.normal(size=(k, memory.features.shape[1])).astype(np.float32) * 3,
             context=np.full((k, 4, 3), -1, np.int16),
             contact=np.zeros((k, 4), np.float32),
             color=rng.integers(0, 256, (k, 3), dtype=np.uint8),
@@ -185,3 +185,44 @@ def test_hidden_memory_remembers_what_vanished_in_place():
     assert hidden.match(np.array([82.0, 58.0]), area=5000.0, frame=7)[0] is None  # far too big
     hidden.update(now, now_color, np.ones(now.count + 1), now, now_color, frame=30)
     assert hidden.match(np.array([82.0, 58.0]), area=400.0, frame=30)[0] is None  # forgotten
+
+
+
+def post_and_slab(i: int, colored: bool):
+    """A tall red post and a wide blue slab drifting right."""
+    img = np.full((H, W, 3), 255, np.uint8)
+    for color, (x, y, w, h) in ((RED, (40 + i, 25, 30, 90)), (BLUE, (130 + i, 45, 80, 50))):
+        cv2.rectangle(img, (x, y), (x + w, y + h), color if colored else (255, 255, 255), -1)
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 0, 0), 2)
+    return img
+
+
+@pytest.mark.parametrize("doubt_enabled", [True, False])
+def test_a_color_the_global_memory_keeps_contradicting_is_overturned(monkeypatch, doubt_enabled):
+    """The local memory follows a wrong color faithfully (as after two parts swapped during an
+    occlusion); the global memory naming the right one frame after frame overturns it."""
+    from concurrent.futures import Future
+
+    from longanim.engine.backends import paint
+
+    if not doubt_enabled:
+        monkeypatch.setattr(paint, "SWITCH_DOUBT", np.inf)
+    shot = paint._Shot(PaintBackend(), [Keyframe(0, post_and_slab(0, True), post_and_slab(0, False))])
+
+    def step(i):
+        looked = Future()
+        looked.set_result(shot.look(post_and_slab(i, False)))
+        return shot.colorize(i, post_and_slab(i, False), looked)
+
+    step(0)
+    step(1)
+    assert shot.local.grid.shape == (H, W)  # at this size every pixel is a sample
+    post = shot.local.grid[70, 57]  # the post's region in frame 1
+    shot.local.color[post] = BLUE  # the swap: the post now carries the slab's color, surely
+    shot.local.confidence[post] = 1.0
+    colors = [tuple(step(i).rgb[70, 57 + i]) for i in range(2, 14)]
+    assert colors[0] == BLUE  # followed at first
+    if doubt_enabled:
+        assert colors[-1] == RED
+    else:  # the control: without the doubt the wrong color would stand
+        assert colors[-1] == BLUE
