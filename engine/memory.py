@@ -139,6 +139,8 @@ class LocalMemory:
         # A region holding only a small part of its source is a fragment: a newly revealed
         # or newly arrived shape more often than a piece of the old one. Let the global memory judge.
         confidence = np.where(share < 0.5, confidence * FRAGMENT_TRUST, confidence)
+        # A sliver of something far bigger (a shape in front of the sky) says little at all.
+        confidence = np.where(share < SLIVER, confidence * SLIVER_TRUST, confidence)
         confidence = np.minimum(confidence, self.confidence[main])
         confidence[votes == 0] = 0.0
         confidence[0] = 0.0
@@ -167,6 +169,7 @@ def _pairs(grid: np.ndarray, warped: np.ndarray, n: int, m: int):
 
 
 FRAGMENT_TRUST = 0.6
+SLIVER, SLIVER_TRUST = 0.1, 0.6
 WEIGH = 1
 
 
