@@ -13,7 +13,7 @@ import numpy as np
 
 from longanim.engine.segment import Segmentation
 
-NEIGHBORS = 4
+NEIGHBORS = 6
 
 
 @dataclass
