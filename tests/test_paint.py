@@ -8,6 +8,7 @@ from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Cancelled, Keyframe
 from longanim.engine.backends.paint import PaintBackend
 from longanim.engine.memory import GlobalMemory, Observation
+from longanim.engine.regions import NEIGHBORS
 
 W, H = 240, 135
 SKY, GROUND = (150, 200, 238), (196, 184, 120)
@@ -142,8 +143,8 @@ def test_global_memory_stays_bounded():
         k = 8
         obs = Observation(
             features=rng.normal(size=(k, memory.features.shape[1])).astype(np.float32) * 3,
-            context=np.full((k, 4, 3), -1, np.int16),
-            contact=np.zeros((k, 4), np.float32),
+            context=np.full((k, NEIGHBORS, 3), -1, np.int16),
+            contact=np.zeros((k, NEIGHBORS), np.float32),
             color=rng.integers(0, 256, (k, 3), dtype=np.uint8),
         )
         memory.remember(obs, frame, pinned=frame == 0)
