@@ -1,11 +1,17 @@
 """`paint`: the embedded CPU colorizer for clean line art, no weights needed.
 
-Each frame is split into flat regions (engine/segment.py). A region the local
-memory (the last frame) is sure of keeps its color; the others ask the global
-memory (prototypes seeded by the keyframes, grown from confident regions since),
-with their neighbours' colors as context and excluding identities already on
-screen, and the memory of what was hidden lately (a character walking out from
-behind another); the more confident answer wins (engine/memory.py). Lines are
+Each frame is split into flat regions (engine/segment.py), and each region holds a
+belief: a probability for every color of the keyframes. The local memory carries the
+last frame's beliefs over, as far as each region plausibly continues what was there
+(engine/memory_local.py). The global memory scores every region against every color:
+its shape and the colors around it (engine/memory_global.py), and where it sits in the
+character it hangs on (engine/objects.py). Their product is the new belief: the paper's
+dynamic global-local memory, at region level.
+
+Where following is in doubt (a turn-around, a character coming out from behind another
+or walking back into the frame) the global memory decides; where a color was followed
+cleanly, only a clear contradiction counts, and it must persist over frames to win. A
+region's color is its most probable one and its confidence that probability. Lines are
 multiplied over the fills, so anti-aliased and colored lines keep their look.
 """
 
@@ -17,17 +23,23 @@ import cv2
 import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
-from longanim.engine.memory import GlobalMemory, HiddenMemory, LocalMemory, Observation, flow_image
+from longanim.engine.memory_global import GlobalMemory, Palette
+from longanim.engine.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image
+from longanim.engine.objects import ObjectPalette
 from longanim.engine.regions import RegionStats, grid_step, measure
 from longanim.engine.segment import Segmentation, segment
 
-OVERRIDE_MARGIN = 0.1  # an unsure local answer yields to a global one at least this much surer
-REMEMBER_CONFIDENCE = 0.97  # regions at least this sure are written into the global memory
-MIN_SAMPLES = 6  # regions smaller than this many grid samples are too small to describe
-SETTLED = 0.8  # local matches this sure are kept without asking the global memory
-CLAIM_DISTANCE = 3.0  # a region of a prototype's color this close to it accounts for it
-SWITCH_DOUBT = 3.0  # the global memory's accumulated disagreement that overturns a sure color
-ROUNDS = 2  # newcomers are identified twice: the second time with each other's answers as context
+SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
+CONTEXT_WEIGHT = 1.0
+LAYOUT_FOLLOWED = 0.2  # weight of the layout evidence for a cleanly followed region
+DEAD_ZONE = 1.0  # nats of evidence a cleanly followed color may be behind the best by, unpenalised
+SETTLED = 0.9  # followed this cleanly and believed this surely, a region holds its part
+CLAIMED = 0.05  # how likely new content is a part already held elsewhere
+STICKY = 1e-3  # chance a followed region is not what it was: keeps strong contrary evidence able to win
+ROUNDS = 3
+LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
+LEARN_TRUST = 0.9
+HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
 
 
 class PaintBackend(Backend):
@@ -43,6 +55,8 @@ class PaintBackend(Backend):
     ) -> None:
         if gap_close < 0 or gap_close > 8:
             raise ValueError(f"gap_close must be 0..8 pixels, got {gap_close}")
+        if memory_capacity < 1:
+            raise ValueError(f"memory_capacity must be at least 1, got {memory_capacity}")
         self.gap_close = gap_close
         self.use_global = global_memory
         self.memory_capacity = memory_capacity
@@ -69,26 +83,42 @@ class PaintBackend(Backend):
 
 
 class _Shot:
-    """Memory and keyframes of one shot being colorized."""
+    """Memories and keyframes of one shot being colorized."""
 
     def __init__(self, backend: PaintBackend, keyframes: list[Keyframe]) -> None:
         self.backend = backend
+        self.palette = Palette()
         self.local = LocalMemory()
-        self.global_ = GlobalMemory(capacity=backend.memory_capacity)
+        self.global_ = GlobalMemory(self.palette, capacity=backend.memory_capacity)
+        self.objects = ObjectPalette()
         self.hidden = HiddenMemory()
-        self.last: tuple | None = None  # previous frame's stats, colors, confidences
+        self.last: tuple[RegionStats, np.ndarray] | None = None
         self.keyframes = {k.number: k for k in keyframes}
         self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
         for key in keyframes:
             seg = self._segment(key.lineart if key.lineart is not None else key.color)
             stats = measure(seg, grid_step(*seg.shape))
-            color = region_colors(key.color, seg)
-            confident = np.ones(seg.count + 1, bool)
-            self._remember_globally(stats, color, confident, key.number, pinned=True)
-            self.seeds[key.number] = (stats, flow_image(seg.ink), color, np.ones(seg.count + 1))
+            label = self._labels(key.color, seg)
+            self.global_.learn(stats, label, _whole(stats), key.number, keyframe=True)
+            self.objects.learn_keyframe(stats, label, len(self.palette))
+            self.seeds[key.number] = (stats, flow_image(seg.ink), label)
+        if not len(self.palette):  # keyframes with no fill at all (solid ink): paper is all there is
+            self.palette.add(np.array([[255, 255, 255]], np.uint8))
 
     def _segment(self, image: np.ndarray) -> Segmentation:
         return segment(image, gap_close=self.backend.gap_close)
+
+    def _labels(self, color_image: np.ndarray, seg: Segmentation) -> np.ndarray:
+        """Palette index per region of a colored frame (0 for the line label, never read)."""
+        label = np.zeros(seg.count + 1, np.int64)
+        label[1:] = self.palette.add(region_colors(color_image, seg)[1:])
+        return label
+
+    def _certain(self, label: np.ndarray) -> np.ndarray:
+        belief = np.zeros((label.size, len(self.palette)))
+        belief[np.arange(label.size), label] = 1.0
+        belief[0] = 0.0
+        return belief
 
     def look(self, lineart: np.ndarray) -> tuple[Segmentation, RegionStats, np.ndarray]:
         """Everything about a frame that does not depend on the frames before it."""
@@ -103,150 +133,113 @@ class _Shot:
             # background and whatever else still overlaps carry over (a keyframe at the end
             # colors the frames before it).
             nearest = min(self.seeds, key=lambda k: abs(k - number))
-            if self.seeds[nearest][0].grid.shape == stats.grid.shape:
-                self.local.remember(*self.seeds[nearest])
-        doubt = rival = None
+            seed_stats, seed_small, seed_label = self.seeds[nearest]
+            if seed_stats.grid.shape == stats.grid.shape:
+                self.local.remember(seed_stats, seed_small, self._certain(seed_label))
         if key is not None and key.color.shape[:2] == seg.shape:
-            color = region_colors(key.color, seg)
-            confidence = np.ones(seg.count + 1)
+            belief = self._certain(self._labels(key.color, seg))
+            followed = np.ones(stats.count + 1)
             source = "keyframe"
         else:
-            color, confidence, doubt, rival = self._recall(number, stats, small)
+            belief, followed = self._believe(number, stats, small)
             source = "memory"
+        label = belief.argmax(axis=1)
+        color = self.palette.colors[label]
+        confidence = belief.max(axis=1)
         color[0] = 255  # under a line core the line itself shows (multiplied over white)
         confidence[0] = 1.0
-        self.local.remember(stats, small, color, confidence, doubt, rival)
+        self.local.remember(stats, small, belief)
         if self.last is not None:
-            self.hidden.update(*self.last, stats, color, number)
-        self.last = (stats, color, confidence)
-        if self.backend.use_global:
-            self._remember_globally(stats, color, confidence >= REMEMBER_CONFIDENCE, number)
-        rgb, sure = render(lineart, color, confidence, seg.labels)
-        below = cv2.compare(sure, self.backend.review_threshold * 255.0, cv2.CMP_LT)
+            self.hidden.update(*self.last, stats, belief, number)
+        self.last = (stats, belief)
+        if self.backend.use_global and source == "memory":
+            # Learn new views of a color only from regions both sure and cleanly followed: a
+            # confident mistake written into the global memory would come back to confirm itself.
+            sure = (belief.max(axis=1) >= LEARN_BELIEF) & (followed >= LEARN_TRUST)
+            self.global_.learn(stats, label, _whole(stats), number, sure=sure)
+        rgb, sure_map = render(lineart, color, confidence, seg.labels)
+        below = cv2.compare(sure_map, self.backend.review_threshold * 255.0, cv2.CMP_LT)
         review = cv2.countNonZero(below) / below.size
-        conf_map = sure.astype(np.float32)
+        conf_map = sure_map.astype(np.float32)
         conf_map *= 1.0 / 255.0
         return ColoredFrame(
             number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
         )
 
-    def _recall(self, number: int, stats: RegionStats, small: np.ndarray):
-        local = self.local.match(stats, small)
-        color, confidence = local.color.copy(), local.confidence.copy()
-        if not self.backend.use_global or len(self.global_) == 0:
-            return color, confidence, None, None
-        memory = self.global_
-        features = describe(stats)
-        decided = confidence >= SETTLED
-        decided[0] = True
-        # Prototypes that regions tracked in view already account for are unlikely
-        # identities for a newcomer: of three look-alike characters, the one coming
-        # back is the one not on screen.
-        tracked = np.flatnonzero(decided[1:]) + 1
-        claimed = np.zeros(len(memory), bool)
-        if tracked.size:
-            claimed = _claims(memory, stats, features, color, decided, tracked).any(axis=0)
-        open_ = np.flatnonzero(~decided)
-        open_ = open_[np.argsort(-stats.area[open_], kind="stable")]
-        # Large regions first: they become the context that identifies the small ones inside
-        # them; a second round lets the large ones see the small ones' answers too.
-        by_open = np.zeros((0, len(memory)), bool)
-        for round_ in range(ROUNDS):
-            for i, r in enumerate(open_):
-                rows = np.array([r])
-                obs = _observe(stats, features, color, decided, rows)
-                excluded = claimed
-                if round_ > 0:  # claims of the other newcomers from round one, not its own
-                    excluded = claimed | ((by_open.sum(axis=0) - by_open[i]) > 0)
-                found = memory.match(obs, excluded=excluded[None, :])
-                # Away from the frame edge, a shape appearing where another vanished a moment
-                # ago is most likely that one coming out from behind something.
-                hidden_color, hidden_conf = self.hidden.match(stats.centroid[r], stats.area[r], number)
-                if hidden_conf > found.confidence[0] and not stats.border[r]:
-                    found.color[0], found.confidence[0] = hidden_color, hidden_conf
-                if np.array_equal(found.color[0], color[r]):
-                    confidence[r] = max(confidence[r], found.confidence[0])  # both memories agree
-                elif found.confidence[0] > confidence[r] + OVERRIDE_MARGIN:
-                    color[r], confidence[r] = found.color[0], found.confidence[0]
-                elif round_ == ROUNDS - 1 and confidence[r] == 0:
-                    parent = stats.parent[r]  # unrecognised: continue the enclosing fill
-                    color[r] = color[parent] if decided[parent] else 255
-                decided[r] = True
-            if round_ == 0 and open_.size:
-                by_open = _claims(memory, stats, features, color, decided, open_)
-        doubt, rival = self._doubt(stats, features, color, confidence, *self.local.inherited(local.source))
-        return color, confidence, doubt, rival
+    def _believe(self, number: int, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This frame's beliefs, and how much of each region the last frame explained."""
+        k = len(self.palette)
+        carried = self.local.carry(stats, small, k)
+        trust = carried.trust
+        anything = np.full(k, 1.0 / k)
+        followed = _normalised(carried.belief, anything)
+        # The rest is new content: away from the frame edge, most likely what vanished nearby a
+        # moment ago coming out from behind another; never a part already held elsewhere.
+        fresh = np.tile(anything, (stats.count + 1, 1))
+        for r in np.flatnonzero((trust < HIDDEN_BELOW) & ~stats.border):
+            hidden, sure = self.hidden.match(stats.centroid[r], stats.area[r], number)
+            if hidden is not None and r > 0:
+                fresh[r] = sure * hidden[:k] + (1.0 - sure) * anything
+        if self.backend.use_global:
+            settled = (trust >= SETTLED) & (followed.max(axis=1) >= SETTLED)
+            fresh[:, self.objects.claimed(stats, followed, settled)] *= CLAIMED
+            fresh /= fresh.sum(axis=1, keepdims=True)
+        prior = trust[:, None] * followed + (1.0 - trust[:, None]) * fresh
+        prior = (1.0 - STICKY) * prior + STICKY * anything
+        if not self.backend.use_global:
+            return prior, trust
+        # The global memory's word counts in full where following is in doubt. Where a color was
+        # followed cleanly only a clear contradiction counts (colors within `slack` nats of the
+        # best are not penalised): the memory's small leanings are wrong often enough that,
+        # repeated frame after frame, they would otherwise overturn colors followed correctly.
+        slack = (DEAD_ZONE * np.clip((trust - 0.5) / 0.5, 0.0, 1.0))[:, None]
+        shape = self._shape(stats, k)
+        log_prior = np.log(prior)
+        belief = prior
+        # Where a part sits in its character says most for regions new to the frame; a part that
+        # was followed cleanly and now sits oddly is more often half hidden than something else.
+        placed = np.clip(1.0 - trust, LAYOUT_FOLLOWED, 1.0)[:, None]
+        for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
+            barred, layout = self.objects.evidence(stats, belief)
+            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout
+            score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
+            belief = _softmax(log_prior + score)
+        # Specks too small to describe and new to this frame continue the fill around them.
+        specks = np.flatnonzero((stats.samples < MIN_SAMPLES) & (trust < 0.1))
+        specks = specks[specks > 0]
+        if specks.size:
+            belief[specks] = 0.5 * belief[stats.parent[specks]] + 0.5 * anything
+        belief[0] = 0.0
+        return belief, trust
 
-    def _doubt(self, stats, features, color, confidence, doubt, rival):
-        """Ask the global memory about every region, however it was colored, every frame.
-
-        A color picked on a sliver, or two parts swapped during an occlusion, is followed
-        faithfully by the local memory; the global memory naming the same other color frame
-        after frame is evidence that adds up until it outweighs the color's confidence.
-        """
-        memory = self.global_
-        rows = np.flatnonzero(~stats.border & (stats.samples >= MIN_SAMPLES))
-        rows = rows[rows > 0]
-        new_doubt = np.zeros(stats.count + 1)
-        new_rival = np.zeros((stats.count + 1, 3), np.uint8)
-        if rows.size == 0:
-            return new_doubt, new_rival
-        known = np.ones(stats.count + 1, bool)
-        claims = _claims(memory, stats, features, color, known, rows)
-        others = (claims.sum(axis=0)[None, :] - claims) > 0
-        obs = _observe(stats, features, color, known, rows)
-        found = memory.match(obs, excluded=others)
-        # Doubt grows only as far as the memory does not also know the region in its own color.
-        backing = memory.support(obs, color[rows], excluded=others)
-        disagrees = np.any(found.color != color[rows], axis=1)
-        same_rival = np.all(rival[rows] == found.color, axis=1)
-        grown = np.where(same_rival, doubt[rows], 0.0) + found.confidence * (1.0 - backing)
-        new_doubt[rows] = np.where(disagrees, grown, 0.0)
-        new_rival[rows] = found.color
-        flip = rows[new_doubt[rows] > SWITCH_DOUBT * np.maximum(confidence[rows], 0.2)]
-        if flip.size:
-            color[flip] = new_rival[flip]
-            confidence[flip] = np.minimum(new_doubt[flip] / SWITCH_DOUBT, 1.0)
-            new_doubt[flip] = 0.0
-        return new_doubt, new_rival
-
-    def _remember_globally(self, stats, color, confident, number, *, pinned=False) -> None:
-        confident = confident.copy()
-        confident[0] = False
-        known = np.ones(stats.count + 1, bool)
-        obs = _observe(stats, describe(stats), color, known, np.flatnonzero(confident), remember=True)
-        # Regions cut by the frame edge have no trustworthy shape to remember.
-        whole = (~stats.border & (stats.samples >= MIN_SAMPLES))[confident]
-        obs = obs.rows(whole)
-        if not pinned and len(self.global_) and obs.features.shape[0]:
-            # Learn only what the keyframes do not contradict: a confident mistake written
-            # into the global memory would come back to confirm itself.
-            others = np.broadcast_to(~self.global_.pinned, (obs.features.shape[0], len(self.global_)))
-            drawn = self.global_.match(obs, excluded=others)
-            agrees = np.all(drawn.color == obs.color, axis=1) | (drawn.confidence < 0.3)
-            obs = obs.rows(agrees)
-        self.global_.remember(obs, number, pinned=pinned)
+    def _shape(self, stats: RegionStats, k: int) -> np.ndarray:
+        shape = np.zeros((stats.count + 1, k))
+        whole = _whole(stats)
+        shape[whole] = SHAPE_WEIGHT * self.global_.shape_loglik(stats.shape_features()[whole])
+        return shape
 
 
-def _observe(stats: RegionStats, features, color: np.ndarray, known: np.ndarray, rows: np.ndarray,
-             remember: bool = False) -> Observation:
-    """Rows' descriptors with their neighbours' colors where those are known (-1 elsewhere)."""
-    neighbors = stats.neighbors[rows]
-    ok = (neighbors > 0) & known[neighbors]
-    context = np.where(ok[..., None], color[neighbors].astype(np.int16), np.int16(-1))
-    return Observation(features[rows], context, stats.contact[rows], color[rows] if remember else None)
+def _whole(stats: RegionStats) -> np.ndarray:
+    """Regions whose shape can be trusted: inside the frame and big enough to describe."""
+    whole = ~stats.border & (stats.samples >= MIN_SAMPLES)
+    whole[0] = False
+    return whole
 
 
-def _claims(memory, stats, features, color, decided, rows) -> np.ndarray:
-    """(rows x prototypes): which prototypes each region accounts for (its color, close shape)."""
-    d2 = memory.distances(_observe(stats, features, color, decided, rows))
-    same = np.all(color[rows][:, None, :] == memory.color[None, :, :], axis=2)
-    return same & (d2 <= CLAIM_DISTANCE)
+def _normalised(p: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+    """Rows scaled to sum to 1; all-zero rows become `empty` (uniform if not given)."""
+    total = p.sum(axis=1, keepdims=True)
+    out = p / np.maximum(total, 1e-300)
+    zero = total[:, 0] <= 1e-12
+    if zero.any():
+        out[zero] = empty if empty is not None else 1.0 / p.shape[1]
+    return out
 
 
-def describe(stats: RegionStats) -> np.ndarray:
-    """Size and shape, invariant to position: where a part sits is told by its neighbours."""
-    return stats.shape_features().astype(np.float32)
+def _softmax(logp: np.ndarray) -> np.ndarray:
+    logp = logp - logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:

@@ -1,0 +1,196 @@
+"""Global memory: what each keyframe color looks like and which colors it borders.
+
+LongAnimation's global memory holds features of everything colored since the shot
+began. For flat fills the features that identify a color are the shapes of its
+regions (size, elongation, how ragged: measures a turn-around or a tilt leave alone)
+and the colors around it (a pupil sits in an eye-white, a hat on one character's
+skin, a cloud in the sky). `likelihood` scores every region of a new frame against
+every known color on both, as log-likelihoods; backends/paint.py multiplies them into
+the belief the local memory carried over (engine/memory_local.py).
+
+Size is bounded by the keyframes: the palette holds only keyframe colors, adjacency
+is a palette x palette table, and learned shape views have a fixed budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from longanim.engine.regions import RegionStats
+
+# How far apart two views of one color may look, per shape descriptor (RegionStats.shape_features):
+# log area (characters change scale with depth), two log moments per area, log x/y variance
+# (wide or tall), log perimeter**2/area (ragged).
+SHAPE_SCALE = np.array([0.3, 0.3, 0.3, 0.8, 0.3], np.float32)
+# A region's shape is a close match to a view of its color, or (half hidden, squashed, seen from
+# a new side) anything at all: p(shape | color) = (1 - SHAPE_ODD) * near a view + SHAPE_ODD * anywhere,
+# a close match being SHAPE_SPECIFIC nats likelier than anywhere. A shape matching nothing is
+# evidence against no color; a color with no view yet (only seen cut by the frame edge) is
+# scored as "anywhere" like the rest.
+SHAPE_ODD = 0.2
+SHAPE_SPECIFIC = 4.0
+# Neighbours are either the ones a color had beside it in the keyframes (its own parts, the sky
+# around a cloud) or whatever happens to pass behind or in front of it, drawn like any neighbour.
+CONTEXT_INCIDENTAL = 0.3
+MERGE_DISTANCE = 0.5  # squared distance under which a new view only refreshes an old one
+CONTRADICTS = 4.0  # a keyframe view of another color this close makes a region not worth learning
+ADJACENCY_PRIOR = 0.5  # pseudo-count spread over the palette: unseen neighbours are unlikely, not impossible
+LEARNED_ADJACENCY_WEIGHT = 0.05  # a frame's contacts count this much against a keyframe's
+
+
+class Palette:
+    """The keyframes' colors; a region's color is always one of these, by index."""
+
+    def __init__(self) -> None:
+        self.colors = np.zeros((0, 3), np.uint8)
+        self._index: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self.colors.shape[0]
+
+    def add(self, colors: np.ndarray) -> np.ndarray:
+        """Indices of `colors` (m x 3 uint8), adding those not yet known."""
+        out = np.empty(colors.shape[0], np.int64)
+        fresh = []
+        for i, key in enumerate(_packed(colors).tolist()):
+            index = self._index.get(key)
+            if index is None:
+                index = self._index[key] = len(self._index)
+                fresh.append(colors[i])
+            out[i] = index
+        if fresh:
+            self.colors = np.concatenate([self.colors, np.array(fresh, np.uint8).reshape(-1, 3)])
+        return out
+
+
+class GlobalMemory:
+    """Shape views per color and a color adjacency table, seeded by keyframes."""
+
+    def __init__(self, palette: Palette, capacity: int = 512) -> None:
+        if capacity < 1:
+            raise ValueError(f"memory capacity must be at least 1 view, got {capacity}")
+        self.palette = palette
+        self.capacity = capacity  # learned views; keyframe views are kept on top
+        width = SHAPE_SCALE.size
+        self.features = np.zeros((0, width), np.float32)
+        self.color = np.zeros(0, np.int64)
+        self.pinned = np.zeros(0, bool)
+        self.last_seen = np.zeros(0, np.int64)
+        self._keyframe_contacts = np.zeros((0, 0))
+        self._learned_contacts = np.zeros((0, 0))
+        self._adjacency: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.color.shape[0]
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, stats: RegionStats, color: np.ndarray, whole: np.ndarray, frame: int, *,
+              keyframe: bool = False, sure: np.ndarray | None = None) -> None:
+        """Remember a colored frame. `color`: palette index per region; `whole`: regions whose
+        shape is trustworthy (inside the frame, big enough); `sure`: regions whose color is
+        certain enough to learn from (all of them for a keyframe)."""
+        sure = np.ones(stats.count + 1, bool) if sure is None else sure
+        self._learn_contacts(stats, color, sure, keyframe)
+        rows = np.flatnonzero(whole & sure)
+        rows = rows[rows > 0]
+        if not rows.size:
+            return
+        features = stats.shape_features()[rows].astype(np.float32)
+        if not keyframe and self.pinned.any():
+            # Learn only what the keyframes do not contradict: a confident mistake written into
+            # the memory would come back to confirm itself.
+            d2 = _distances(features, self.features[self.pinned])
+            nearest = d2.argmin(axis=1)
+            close = d2[np.arange(rows.size), nearest] <= CONTRADICTS
+            agree = ~close | (self.color[self.pinned][nearest] == color[rows])
+            features, rows = features[agree], rows[agree]
+        self._learn_views(features, color[rows], frame, keyframe)
+
+    def _learn_contacts(self, stats, color, sure, keyframe) -> None:
+        k = len(self.palette)
+        self._grow(k)
+        neighbors, contact = stats.neighbors, stats.contact
+        ok = (neighbors > 0) & sure[neighbors] & sure[:, None]
+        ok[0] = False
+        rows, slots = np.nonzero(ok)
+        table = np.zeros((k, k))
+        np.add.at(table, (color[rows], color[neighbors[rows, slots]]), contact[rows, slots])
+        if keyframe:
+            self._keyframe_contacts += table
+        else:
+            self._learned_contacts += table
+        self._adjacency = None
+
+    def _learn_views(self, features, color, frame, keyframe) -> None:
+        if len(self):
+            d2 = _distances(features, self.features)
+            d2 = np.where(color[:, None] == self.color[None, :], d2, np.inf)
+            best = d2.argmin(axis=1)
+            close = d2[np.arange(d2.shape[0]), best] <= MERGE_DISTANCE
+            self.last_seen[best[close]] = frame
+            features, color = features[~close], color[~close]
+        if not color.size:
+            return
+        self.features = np.concatenate([self.features, features])
+        self.color = np.concatenate([self.color, color])
+        self.pinned = np.concatenate([self.pinned, np.full(color.size, keyframe)])
+        self.last_seen = np.concatenate([self.last_seen, np.full(color.size, frame)])
+        learned = np.flatnonzero(~self.pinned)
+        if learned.size > self.capacity:  # forget the learned views seen longest ago
+            drop = learned[np.argsort(self.last_seen[learned], kind="stable")[: learned.size - self.capacity]]
+            keep = np.ones(len(self), bool)
+            keep[drop] = False
+            for name in ("features", "color", "pinned", "last_seen"):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def _grow(self, k: int) -> None:
+        old = self._keyframe_contacts.shape[0]
+        if old < k:
+            for name in ("_keyframe_contacts", "_learned_contacts"):
+                grown = np.zeros((k, k))
+                grown[:old, :old] = getattr(self, name)
+                setattr(self, name, grown)
+
+    # ------------------------------------------------------------------ recognition
+    @property
+    def adjacency(self) -> np.ndarray:
+        """P(a neighbour has color j | a region has color i), rows sum to 1."""
+        if self._adjacency is None:
+            k = len(self.palette)
+            self._grow(k)
+            counts = self._keyframe_contacts + LEARNED_ADJACENCY_WEIGHT * self._learned_contacts
+            counts = counts + ADJACENCY_PRIOR / max(k, 1)
+            specific = counts / counts.sum(axis=1, keepdims=True)
+            anyone = counts.sum(axis=0) / counts.sum()
+            self._adjacency = (1.0 - CONTEXT_INCIDENTAL) * specific + CONTEXT_INCIDENTAL * anyone[None, :]
+        return self._adjacency
+
+    def shape_loglik(self, features: np.ndarray) -> np.ndarray:
+        """(rows x palette) log-likelihood of each row's shape under each color, against
+        "any shape at all" (0)."""
+        k = len(self.palette)
+        if not len(self) or not features.shape[0]:
+            return np.full((features.shape[0], k), np.log(SHAPE_ODD))
+        d2 = _distances(features.astype(np.float32), self.features)
+        best = np.full((features.shape[0], k), np.inf)
+        np.minimum.at(best.T, self.color, d2.T)
+        near = np.exp(SHAPE_SPECIFIC - best / 2.0)  # 0 for colors with no view
+        return np.log((1.0 - SHAPE_ODD) * near + SHAPE_ODD)
+
+    def context_loglik(self, stats: RegionStats, belief: np.ndarray) -> np.ndarray:
+        """((n+1) x palette) log-likelihood of each region's neighbours under each color of the
+        region, neighbours weighed by their share of its boundary and by what they are believed to be."""
+        neighbors, contact = stats.neighbors, stats.contact
+        compatible = belief[neighbors] @ self.adjacency.T  # [r, slot, c] = sum_j P(j | c) belief(neighbour = j)
+        weight = np.where(neighbors > 0, contact, 0.0)
+        return np.einsum("rs,rsc->rc", weight, np.log(np.maximum(compatible, 1e-12)))
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = (a[:, None, :] - b[None, :, :]) / SHAPE_SCALE
+    return np.einsum("ijk,ijk->ij", diff, diff)
+
+
+def _packed(colors: np.ndarray) -> np.ndarray:
+    c = colors.astype(np.int64)
+    return c[:, 0] << 16 | c[:, 1] << 8 | c[:, 2]

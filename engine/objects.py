@@ -1,0 +1,281 @@
+"""Objects: regions that hang together in the drawing belong to one character or prop.
+
+Identity is easy to keep for a whole character (it is big and moves as one) and hard for
+its parts (the heads of three characters are three circles). So the keyframes are split
+into objects: connected groups of regions once the backdrop is set aside (the colors of
+big regions: sky, ground, hills). Each object remembers its layout:
+where each part sits relative to the whole, in units of the object's size, left and right
+folded together so a character that turned around still fits.
+
+In a new frame the regions are grouped the same way and each group votes for the objects
+its parts are believed to be. Two things follow. A part may not wear the colors of an
+object that is surely elsewhere in the frame (the head on the tall character's body is
+not the round character's head when the round one stands over there). And a part that
+sits where an object's part sat (the hat on top, the belly in the middle of the body) is
+evidence for that part's color, whatever the part's own shape says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from longanim.engine.regions import RegionStats
+
+BACKDROP_AREA = 0.015  # a color covering at least this share of a keyframe is backdrop,
+BACKDROP_EDGE_AREA = 0.005  # ... or this much in regions cut by the frame edge
+OUTSIDER = 0.02  # how likely a part is to wear the colors of an object seen elsewhere
+PRESENT_SHARE = 0.5  # a group holding at least this share of votes for one object is surely it
+# Layout: how far a part may sit from where it sat in the keyframe, in object sizes, and how
+# much bigger or smaller (log) it may be relative to the object.
+LAYOUT_SPREAD = 0.12
+AREA_SPREAD = 0.5
+ANCHOR_SURE = 0.8  # parts believed at least this surely place their object
+CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place it left to right too
+MIN_PARTS = 3  # objects with fewer own regions have no layout
+LAYOUT_ODD = 0.2  # a part anywhere at all (an arm swung wide, a half-hidden head)
+LAYOUT_SPECIFIC = 3.0  # nats a part in its place is likelier than anywhere
+
+
+@dataclass
+class _Part:
+    obj: int
+    color: int
+    x: float  # |horizontal offset| from the object's centre, in object sizes
+    y: float  # vertical offset (down is positive), in object sizes
+    area: float  # log share of the object's area
+
+
+class ObjectPalette:
+    """Which keyframe objects each palette color belongs to, their layouts, and which colors
+    are backdrop."""
+
+    def __init__(self) -> None:
+        self.member = np.zeros((0, 0), bool)  # (colors, objects)
+        self.backdrop = np.zeros(0, bool)  # (colors,)
+        self.instances = np.zeros(0, np.int64)  # (colors,) most regions of a color in one keyframe
+        self.parts: list[_Part] = []
+
+    @property
+    def objects(self) -> int:
+        return self.member.shape[1]
+
+    def learn_keyframe(self, stats: RegionStats, label: np.ndarray, palette_size: int) -> None:
+        """Add a keyframe's objects: connected groups of its non-backdrop regions."""
+        palette_size = max(palette_size, int(label.max()) + 1)
+        self._grow(palette_size, self.objects)
+        whole = ~stats.border & (stats.samples >= 6)
+        whole[0] = False
+        self.instances = np.maximum(self.instances, np.bincount(label[whole], minlength=self.instances.size))
+        frame_area = float(stats.grid.size * stats.step * stats.step)
+        covered = np.bincount(label[1:], stats.area[1:], minlength=palette_size)
+        cut = np.bincount(label[1:], stats.area[1:] * stats.border[1:], minlength=palette_size)
+        self.backdrop[(covered >= BACKDROP_AREA * frame_area) | (cut >= BACKDROP_EDGE_AREA * frame_area)] = True
+        figure = ~self.backdrop[label]
+        figure[0] = False
+        group = components(stats, figure)
+        first = self.objects
+        for g in np.unique(group[group > 0]):
+            self._grow(palette_size, self.objects + 1)
+            self.member[np.unique(label[group == g]), -1] = True
+        # Layouts are measured on the colors only one object has: a cloud that the hat of a
+        # tall character happens to touch, or the eye-white every character shares, would
+        # shift an object's centre to wherever it is this time.
+        own = self.member[:, first:].sum(axis=1) == 1
+        for obj, g in enumerate(np.unique(group[group > 0]), start=first):
+            rows = np.flatnonzero((group == g) & own[label])
+            if rows.size < MIN_PARTS:
+                continue  # a lone cloud or rock has no layout to speak of
+            centre, size, total = _frame_of(stats, rows, np.ones(rows.size))
+            for r in np.flatnonzero(group == g):  # shared colors too: where its eyes are
+                x, y = (stats.centroid[r] - centre) / size
+                self.parts.append(_Part(obj, int(label[r]), abs(x), y, np.log(stats.area[r] / total)))
+        self.member[self.backdrop] = False
+
+    def _grow(self, colors: int, objects: int) -> None:
+        member = np.zeros((max(colors, self.member.shape[0]), max(objects, self.objects)), bool)
+        member[: self.member.shape[0], : self.objects] = self.member
+        backdrop = np.zeros(member.shape[0], bool)
+        backdrop[: self.backdrop.size] = self.backdrop
+        instances = np.zeros(member.shape[0], np.int64)
+        instances[: self.instances.size] = self.instances
+        self.member, self.backdrop, self.instances = member, backdrop, instances
+
+    def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
+        the color's object is surely elsewhere, and `layout`, high where the region sits like
+        the part of that color."""
+        k = belief.shape[1]
+        self._grow(k, self.objects)
+        if not self.objects:
+            return np.zeros_like(belief), np.zeros_like(belief)
+        member = self.member[:k].astype(float)
+        # Groups hang together through regions believed to be figure. A small whole region
+        # taken for backdrop (sky showing between an arm and a body) joins the group it borders
+        # most, so the layout still speaks for it, but links no two groups.
+        frame_area = float(stats.grid.size * stats.step * stats.step)
+        large = (stats.border & (stats.area >= BACKDROP_EDGE_AREA * frame_area)) | (stats.area >= BACKDROP_AREA * frame_area)
+        solid = belief[:, self.backdrop[:k]].sum(axis=1) < 0.5
+        solid[0] = False
+        loose = ~solid & ~large
+        loose[0] = False
+        group = components(stats, solid)
+        for r in np.flatnonzero(loose):
+            sides = stats.neighbors[r][group[stats.neighbors[r]] > 0]
+            if sides.size:
+                group[r] = group[sides[0]]  # neighbours come longest boundary first
+        figure = group > 0
+        # Each part votes for the objects its colors belong to, by its size and certainty;
+        # a color shared by several objects (every eye-white) splits its vote.
+        owners = member / np.maximum(member.sum(axis=1, keepdims=True), 1.0)
+        mass = belief @ owners  # (n+1, objects): how much each region is believed to be each object
+        votes = mass * np.sqrt(stats.area)[:, None]
+        tally = np.zeros((int(group.max()) + 1, self.objects))
+        np.add.at(tally, group, votes)
+        tally[0] = 0.0
+        return self._bar(group, tally, member), self._layout(stats, group, belief, figure)
+
+    def claimed(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
+        """Colors of object parts already on screen as often as any keyframe showed them, each
+        held by a settled whole region: new content is unlikely to be one of them (a piece of
+        the round character's body coming out from behind the tall one is not the tall one's body)."""
+        k = belief.shape[1]
+        self._grow(k, self.objects)
+        held = settled & ~stats.border & (stats.samples >= 6)
+        held[0] = False
+        count = np.bincount(belief[held].argmax(axis=1), minlength=k)[:k]
+        part = self.member[:k].any(axis=1)
+        return part & (self.instances[:k] > 0) & (count >= self.instances[:k])
+
+    def _bar(self, group: np.ndarray, tally: np.ndarray, member: np.ndarray) -> np.ndarray:
+        """Colors of objects surely seen in another group."""
+        n_obj = self.objects
+        home = tally.argmax(axis=0)
+        mostly = tally[home, np.arange(n_obj)] / np.maximum(tally[home].sum(axis=1), 1e-12)
+        held = tally[home, np.arange(n_obj)] / np.maximum(tally.sum(axis=0), 1e-12)
+        sure = np.clip(mostly / PRESENT_SHARE, 0.0, 1.0) * held * (tally.sum(axis=0) > 0)
+        away = (home[None, :] != group[:, None]) * sure[None, :]  # (n+1, objects)
+        away[group == 0] = 0.0
+        # A color is barred only as far as every object owning it is away (eye-white is everyone's).
+        barred = np.ones((group.size, member.shape[0]))
+        for j in range(n_obj):
+            barred = np.where(member[:, j][None, :] > 0, np.minimum(barred, away[:, [j]]), barred)
+        barred[:, member.sum(axis=1) == 0] = 0.0
+        return np.log(1.0 - (1.0 - OUTSIDER) * barred)
+
+    def _layout(self, stats: RegionStats, group: np.ndarray, belief: np.ndarray, figure: np.ndarray) -> np.ndarray:
+        """Where each region sits in its group, against where each object's parts sat."""
+        k = self.member.shape[0]
+        out = np.full((group.size, k), np.log(LAYOUT_ODD))
+        if not self.parts:
+            return out
+        parts = self.parts
+        p_obj = np.array([p.obj for p in parts])
+        p_color = np.array([p.color for p in parts])
+        p_xy = np.array([(p.x, p.y) for p in parts])
+        p_area = np.array([p.area for p in parts])
+        exclusive = self.member[:k].sum(axis=1) == 1
+        own = belief @ (self.member[:k] & exclusive[:, None]).astype(float)  # (n+1, objects)
+        whole = ~stats.border & (stats.samples >= 6)
+        cut = np.zeros(group.max() + 1, bool)
+        np.logical_or.at(cut, group, stats.border)
+        for g in np.unique(group[figure]):
+            rows = np.flatnonzero(group == g)
+            for obj in range(self.objects):
+                mine = np.flatnonzero(p_obj == obj)
+                frame = self._anchored_frame(stats, rows, own[rows, obj] * whole[rows], belief[rows], mine)
+                if frame is None:
+                    # Nothing of the object known here yet: try the group (less whatever is
+                    # surely another object) as the whole object, if the frame edge cuts none of it.
+                    if cut[g]:
+                        continue
+                    others = own[rows].sum(axis=1) - own[rows, obj]
+                    weight = np.clip(1.0 - others, 0.0, 1.0)
+                    if weight.sum() < 1.0:
+                        continue
+                    centre, size, total = _frame_of(stats, rows, weight)
+                else:
+                    centre, size = frame
+                    total = size * size
+                xy = (stats.centroid[rows] - centre) / size
+                xy[:, 0] = np.abs(xy[:, 0])
+                area = np.log(np.maximum(stats.area[rows], 1.0) / total)
+                d2 = np.sum((xy[:, None, :] - p_xy[mine][None, :, :]) ** 2, axis=2) / LAYOUT_SPREAD**2
+                d2 += (area[:, None] - p_area[mine][None, :]) ** 2 / AREA_SPREAD**2
+                score = np.log((1.0 - LAYOUT_ODD) * np.exp(LAYOUT_SPECIFIC - d2 / 2.0) + LAYOUT_ODD)
+                for j, part in enumerate(mine):
+                    c = p_color[part]
+                    out[rows, c] = np.maximum(out[rows, c], score[:, j])
+        return out
+
+
+    def _anchored_frame(self, stats: RegionStats, rows: np.ndarray, sure: np.ndarray, belief: np.ndarray,
+                        mine: np.ndarray):
+        """The object's centre and size as its surely identified, whole parts place it: each
+        such part says how big the object must be (from its share of the object's area) and
+        where its centre is (from where the part sits in it). Works with the object half hidden
+        behind another or half out of frame, where the visible regions' own centre would not."""
+        anchors = np.flatnonzero(sure >= ANCHOR_SURE)
+        if anchors.size == 0:
+            return None
+        sizes, ys, xs, weights, x_weights = [], [], [], [], []
+        for a in anchors:
+            r = rows[a]
+            c = int(belief[a].argmax())
+            cand = [p for p in mine if self.parts[p].color == c]
+            if not cand:
+                continue
+            part = self.parts[max(cand, key=lambda p: self.parts[p].area)]
+            size = np.sqrt(stats.area[r] / np.exp(part.area))
+            sizes.append(size)
+            ys.append(stats.centroid[r][1] - part.y * size)
+            xs.append(stats.centroid[r][0])
+            weights.append(sure[a] * np.sqrt(stats.area[r]))
+            x_weights.append(weights[-1] if part.x < CENTRED else 0.0)  # only centred parts place x
+        if not sizes:
+            return None
+        w = np.array(weights)
+        size = _weighted_median(np.array(sizes), w)
+        y = _weighted_median(np.array(ys), w)
+        xw = np.array(x_weights)
+        x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
+        return np.array([x, y]), size
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _frame_of(stats: RegionStats, rows: np.ndarray, weight: np.ndarray):
+    """Centre, size (square root of area) and area of the weighted regions `rows`."""
+    area = stats.area[rows] * weight
+    total = max(float(area.sum()), 1.0)
+    centre = (stats.centroid[rows] * area[:, None]).sum(axis=0) / total
+    return centre, np.sqrt(total), total
+
+
+def components(stats: RegionStats, keep: np.ndarray) -> np.ndarray:
+    """Group id (1..) per region over the adjacency of `keep` regions; 0 elsewhere."""
+    n = stats.count
+    parent = np.arange(n + 1)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    rows, slots = np.nonzero((stats.neighbors > 0) & keep[:, None])
+    for r, nb in zip(rows.tolist(), stats.neighbors[rows, slots].tolist()):
+        if keep[nb]:
+            ra, rb = find(r), find(nb)
+            if ra != rb:
+                parent[ra] = rb
+    roots = np.array([find(i) for i in range(n + 1)])
+    group = np.zeros(n + 1, np.int64)
+    ids = np.unique(roots[keep])
+    group[keep] = np.searchsorted(ids, roots[keep]) + 1
+    return group

@@ -1,0 +1,196 @@
+"""The memories and the object layer of the `paint` colorizer, each on its own."""
+
+import cv2
+import numpy as np
+
+from longanim.engine.memory_global import SHAPE_ODD, GlobalMemory, Palette
+from longanim.engine.objects import ObjectPalette, components
+from longanim.engine.regions import measure
+from longanim.engine.segment import segment
+from longanim.engine.synthetic import make_shot
+
+W, H = 240, 135
+RED, BLUE, GOLD, PAPER = (200, 60, 60), (60, 90, 200), (230, 190, 40), (255, 255, 255)
+
+
+def look(img):
+    seg = segment(img)
+    return seg, measure(seg, 1)
+
+
+def labels_of(palette, color_img, seg):
+    from longanim.engine.backends.paint import region_colors
+
+    label = np.zeros(seg.count + 1, np.int64)
+    label[1:] = palette.add(region_colors(color_img, seg)[1:])
+    return label
+
+
+def one_hot(label, k):
+    belief = np.zeros((label.size, k))
+    belief[np.arange(label.size), label] = 1.0
+    belief[0] = 0.0
+    return belief
+
+
+def post_and_slab(colored, post=(40, 25, 30, 90), slab=(130, 45, 80, 50)):
+    img = np.full((H, W, 3), 255, np.uint8)
+    for color, (x, y, w, h) in ((RED, post), (BLUE, slab)):
+        cv2.rectangle(img, (x, y), (x + w, y + h), color if colored else PAPER, -1)
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 0, 0), 2)
+    return img
+
+
+def test_palette_keeps_indices_and_appends_new_colors():
+    palette = Palette()
+    first = palette.add(np.array([RED, BLUE, RED], np.uint8))
+    assert first.tolist() == [0, 1, 0]
+    assert palette.add(np.array([GOLD, BLUE], np.uint8)).tolist() == [2, 1]
+    assert len(palette) == 3 and tuple(palette.colors[2]) == GOLD
+
+
+def test_a_matching_shape_is_evidence_for_its_color_and_an_odd_one_for_none():
+    palette = Palette()
+    memory = GlobalMemory(palette)
+    seg, stats = look(post_and_slab(False))
+    label = labels_of(palette, post_and_slab(True), seg)
+    memory.learn(stats, label, ~stats.border, 0, keyframe=True)
+    red, blue = palette.add(np.array([RED, BLUE], np.uint8))
+    # The same post a little further right and shorter still looks like the post.
+    _, moved = look(post_and_slab(False, post=(60, 30, 30, 84)))
+    tall = moved.grid[70, 75]
+    score = memory.shape_loglik(moved.shape_features()[[tall]])[0]
+    assert score[red] > score[blue] + 2.0
+    # A blob like neither (a small disc) is no evidence for or against either.
+    disc = np.full((H, W, 3), 255, np.uint8)
+    cv2.circle(disc, (120, 70), 9, (0, 0, 0), 2)
+    _, odd = look(disc)
+    score = memory.shape_loglik(odd.shape_features()[[odd.grid[70, 120]]])[0]
+    assert abs(score[red] - score[blue]) < 1e-6 and np.isclose(score[red], np.log(SHAPE_ODD))
+
+
+def test_neighbours_speak_for_the_colors_seen_beside_them():
+    """A small region inside gold is likelier the blue seen inside gold than the red seen on paper."""
+    def picture(colored):
+        img = np.full((H, W, 3), 255, np.uint8)
+        cv2.circle(img, (60, 67), 40, GOLD if colored else PAPER, -1)
+        cv2.circle(img, (60, 67), 40, (0, 0, 0), 2)
+        cv2.circle(img, (60, 67), 12, BLUE if colored else PAPER, -1)
+        cv2.circle(img, (60, 67), 12, (0, 0, 0), 2)
+        cv2.rectangle(img, (150, 50), (175, 80), RED if colored else PAPER, -1)
+        cv2.rectangle(img, (150, 50), (175, 80), (0, 0, 0), 2)
+        return img
+
+    palette = Palette()
+    memory = GlobalMemory(palette)
+    seg, stats = look(picture(False))
+    label = labels_of(palette, picture(True), seg)
+    memory.learn(stats, label, ~stats.border, 0, keyframe=True)
+    belief = one_hot(label, len(palette))
+    inner = stats.grid[67, 60]
+    belief[inner] = 1.0 / len(palette)  # unknown: what do its neighbours say?
+    context = memory.context_loglik(stats, belief)[inner]
+    red, blue = palette.add(np.array([RED, BLUE], np.uint8))
+    assert context[blue] > context[red] + 1.0
+
+
+def test_the_memory_does_not_learn_what_the_keyframes_contradict():
+    palette = Palette()
+    memory = GlobalMemory(palette, capacity=16)
+    seg, stats = look(post_and_slab(False))
+    label = labels_of(palette, post_and_slab(True), seg)
+    memory.learn(stats, label, ~stats.border, 0, keyframe=True)
+    views = len(memory)
+    blue = palette.add(np.array([BLUE], np.uint8))[0]
+    wrong = label.copy()
+    wrong[stats.grid[70, 55]] = blue  # the post, taken for the slab's color
+    memory.learn(stats, wrong, ~stats.border, 1)
+    assert len(memory) == views  # nothing new: the slab's color was never a post
+    # A genuinely new shape of a known color (a disc, like neither keyframe region) is learned.
+    disc = np.full((H, W, 3), 255, np.uint8)
+    cv2.circle(disc, (120, 70), 20, (0, 0, 0), 2)
+    _, other = look(disc)
+    new_label = np.full(other.count + 1, label[stats.grid[70, 55]])
+    memory.learn(other, new_label, ~other.border, 2)
+    assert len(memory) > views
+
+
+def test_keyframe_objects_are_the_characters_with_the_backdrop_set_aside():
+    shot = make_shot(1, 480, 270, seed=0)
+    palette = Palette()
+    seg, stats = look(shot.lineart(0))
+    label = labels_of(palette, shot.color(0), seg)
+    objects = ObjectPalette()
+    objects.learn_keyframe(stats, label, len(palette))
+    sky, ground = palette.add(np.array([(150, 200, 238), (196, 184, 120)], np.uint8))
+    assert objects.backdrop[sky] and objects.backdrop[ground]
+    # Each character's body color belongs to exactly one object, and the three bodies to three.
+    bodies = []
+    for c in (1, 2, 3):
+        mask = shot.region_map(0) == 16 * c  # BODY part of character c
+        body_color = tuple(int(v) for v in np.median(shot.color(0)[mask], axis=0))
+        idx = palette.add(np.array([body_color], np.uint8))[0]
+        owners = np.flatnonzero(objects.member[idx])
+        assert owners.size == 1
+        bodies.append(owners[0])
+    assert len(set(bodies)) == 3
+
+
+def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
+    """One region of a later frame is unknown; the rest is given. The layout names it, and the
+    other characters' colors are barred for it."""
+    shot = make_shot(40, 480, 270, seed=0)
+    palette = Palette()
+    key_seg, key = look(shot.lineart(0))
+    objects = ObjectPalette()
+    objects.learn_keyframe(key, labels_of(palette, shot.color(0), key_seg), len(palette))
+    seg, stats = look(shot.lineart(30))
+    truth = labels_of(palette, shot.color(30), seg)
+    k = len(palette)
+    right = 0
+    tested = 0
+    for part in (0, 2, 3):  # body, head, hat of character 2
+        mask = (shot.region_map(30) == 16 * 2 + part) & (seg.labels > 0)
+        region = np.bincount(seg.labels[mask]).argmax()
+        if stats.border[region] or stats.samples[region] < 30:
+            continue
+        belief = one_hot(truth, k)
+        belief[region] = 1.0 / k
+        barred, layout = objects.evidence(stats, belief)
+        right += int((barred[region] + layout[region]).argmax() == truth[region])
+        tested += 1
+        other_bodies = [truth[np.bincount(seg.labels[(shot.region_map(30) == 16 * c) & (seg.labels > 0)]).argmax()]
+                        for c in (1, 3)]
+        assert all(barred[region, b] < -1.5 for b in other_bodies)  # several times less likely
+    assert tested >= 2 and right == tested
+
+
+def test_new_content_is_not_a_part_already_on_screen():
+    shot = make_shot(1, 480, 270, seed=0)
+    palette = Palette()
+    seg, stats = look(shot.lineart(0))
+    label = labels_of(palette, shot.color(0), seg)
+    objects = ObjectPalette()
+    objects.learn_keyframe(stats, label, len(palette))
+    belief = one_hot(label, len(palette))
+    settled = np.ones(stats.count + 1, bool)
+    taken = objects.claimed(stats, belief, settled)
+    body = label[np.bincount(seg.labels[(shot.region_map(0) == 16) & (seg.labels > 0)]).argmax()]
+    sky = palette.add(np.array([(150, 200, 238)], np.uint8))[0]
+    assert taken[body] and not taken[sky]
+    # Nothing settled: nothing is taken.
+    assert not objects.claimed(stats, belief, np.zeros_like(settled)).any()
+
+
+def test_components_group_adjacent_regions_only():
+    img = np.full((H, W, 3), 255, np.uint8)
+    cv2.rectangle(img, (10, 10), (60, 60), (0, 0, 0), 2)
+    cv2.line(img, (10, 35), (60, 35), (0, 0, 0), 2)  # two halves of one box
+    cv2.rectangle(img, (150, 10), (200, 60), (0, 0, 0), 2)  # another box, apart
+    _, stats = look(img)
+    keep = np.ones(stats.count + 1, bool)
+    keep[0] = False
+    keep[stats.grid[5, 5]] = False  # the paper around them all
+    group = components(stats, keep)
+    top, bottom, other = stats.grid[20, 30], stats.grid[50, 30], stats.grid[30, 175]
+    assert group[top] == group[bottom] != group[other] and group[other] > 0
