@@ -54,7 +54,6 @@ class ObjectPalette:
     def __init__(self) -> None:
         self.member = np.zeros((0, 0), bool)  # (colors, objects)
         self.backdrop = np.zeros(0, bool)  # (colors,)
-        self.instances = np.zeros(0, np.int64)  # (colors,) most regions of a color in one keyframe
         self.parts: list[_Part] = []
 
     @property
@@ -65,9 +64,6 @@ class ObjectPalette:
         """Add a keyframe's objects: connected groups of its non-backdrop regions."""
         palette_size = max(palette_size, int(label.max()) + 1)
         self._grow(palette_size, self.objects)
-        whole = ~stats.border & (stats.samples >= 6)
-        whole[0] = False
-        self.instances = np.maximum(self.instances, np.bincount(label[whole], minlength=self.instances.size))
         frame_area = float(stats.grid.size * stats.step * stats.step)
         covered = np.bincount(label[1:], stats.area[1:], minlength=palette_size)
         cut = np.bincount(label[1:], stats.area[1:] * stats.border[1:], minlength=palette_size)
@@ -88,9 +84,15 @@ class ObjectPalette:
             if rows.size < MIN_PARTS:
                 continue  # a lone cloud or rock has no layout to speak of
             centre, size, total = _frame_of(stats, rows, np.ones(rows.size))
-            for r in np.flatnonzero(group == g):  # shared colors too: where its eyes are
-                x, y = (stats.centroid[r] - centre) / size
-                self.parts.append(_Part(obj, int(label[r]), abs(x), y, np.log(stats.area[r] / total)))
+            # A part is all the object's regions of one color together: a belly the arm cuts
+            # into slivers in the keyframe is still one belly, where the slivers are, as big as
+            # them all. (Shared colors too: where its eyes are.)
+            members = np.flatnonzero(group == g)
+            for c in np.unique(label[members]):
+                rows_c = members[label[members] == c]
+                where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
+                x, y = (where - centre) / size
+                self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total)))
         self.member[self.backdrop] = False
 
     def _grow(self, colors: int, objects: int) -> None:
@@ -98,9 +100,7 @@ class ObjectPalette:
         member[: self.member.shape[0], : self.objects] = self.member
         backdrop = np.zeros(member.shape[0], bool)
         backdrop[: self.backdrop.size] = self.backdrop
-        instances = np.zeros(member.shape[0], np.int64)
-        instances[: self.instances.size] = self.instances
-        self.member, self.backdrop, self.instances = member, backdrop, instances
+        self.member, self.backdrop = member, backdrop
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
@@ -137,16 +137,16 @@ class ObjectPalette:
         return self._bar(group, tally, member), self._layout(stats, group, belief, figure)
 
     def claimed(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
-        """Colors of object parts already on screen as often as any keyframe showed them, each
-        held by a settled whole region: new content is unlikely to be one of them (a piece of
-        the round character's body coming out from behind the tall one is not the tall one's body)."""
+        """Colors of object parts already held by a settled whole region: new content is unlikely
+        to be one of them (a piece of the round character's body coming out from behind the tall
+        one is not the tall one's body; a belly uncovered as the arm swings away is not the body)."""
         k = belief.shape[1]
         self._grow(k, self.objects)
         held = settled & ~stats.border & (stats.samples >= 6)
         held[0] = False
         count = np.bincount(belief[held].argmax(axis=1), minlength=k)[:k]
-        part = self.member[:k].any(axis=1)
-        return part & (self.instances[:k] > 0) & (count >= self.instances[:k])
+        # Only colors one object has (eye-white is everyone's; two eyes are two regions).
+        return (self.member[:k].sum(axis=1) == 1) & (count >= 1)
 
     def _bar(self, group: np.ndarray, tally: np.ndarray, member: np.ndarray) -> np.ndarray:
         """Colors of objects surely seen in another group."""
