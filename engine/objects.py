@@ -31,6 +31,7 @@ PRESENT_SHARE = 0.5  # a group holding at least this share of votes for one obje
 # much bigger or smaller (log) it may be relative to the object.
 LAYOUT_SPREAD = 0.12
 AREA_SPREAD = 0.5
+CUT_AREA_SPREAD = 1.5  # ... for a part seen cut in pieces, how much bigger it may be
 ANCHOR_SURE = 0.8  # parts believed at least this surely place their object
 CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place it left to right too
 MIN_PARTS = 3  # objects with fewer own regions have no layout
@@ -45,6 +46,7 @@ class _Part:
     x: float  # |horizontal offset| from the object's centre, in object sizes
     y: float  # vertical offset (down is positive), in object sizes
     area: float  # log share of the object's area
+    cut: bool = False  # seen in pieces in the keyframe (an arm across it): it may well be bigger
 
 
 class ObjectPalette:
@@ -92,7 +94,7 @@ class ObjectPalette:
                 rows_c = members[label[members] == c]
                 where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
                 x, y = (where - centre) / size
-                self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total)))
+                self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1))
         self.member[self.backdrop] = False
 
     def _grow(self, colors: int, objects: int) -> None:
@@ -175,6 +177,7 @@ class ObjectPalette:
         p_color = np.array([p.color for p in parts])
         p_xy = np.array([(p.x, p.y) for p in parts])
         p_area = np.array([p.area for p in parts])
+        p_cut = np.array([p.cut for p in parts])
         exclusive = self.member[:k].sum(axis=1) == 1
         own = belief @ (self.member[:k] & exclusive[:, None]).astype(float)  # (n+1, objects)
         whole = ~stats.border & (stats.samples >= 6)
@@ -202,7 +205,9 @@ class ObjectPalette:
                 xy[:, 0] = np.abs(xy[:, 0])
                 area = np.log(np.maximum(stats.area[rows], 1.0) / total)
                 d2 = np.sum((xy[:, None, :] - p_xy[mine][None, :, :]) ** 2, axis=2) / LAYOUT_SPREAD**2
-                d2 += (area[:, None] - p_area[mine][None, :]) ** 2 / AREA_SPREAD**2
+                bigger = area[:, None] - p_area[mine][None, :]
+                spread = np.where((bigger > 0) & p_cut[mine][None, :], CUT_AREA_SPREAD, AREA_SPREAD)
+                d2 += (bigger / spread) ** 2
                 score = np.log((1.0 - LAYOUT_ODD) * np.exp(LAYOUT_SPECIFIC - d2 / 2.0) + LAYOUT_ODD)
                 for j, part in enumerate(mine):
                     c = p_color[part]
