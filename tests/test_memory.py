@@ -115,13 +115,19 @@ def test_the_memory_does_not_learn_what_the_keyframes_contradict():
     assert len(memory) > views
 
 
-def test_keyframe_objects_are_the_characters_with_the_backdrop_set_aside():
+def opening_objects():
+    """The synthetic shot's opening frame as a keyframe: (shot, palette, seg, stats, label, objects)."""
     shot = make_shot(1, 480, 270, seed=0)
     palette = Palette()
     seg, stats = look(shot.lineart(0))
     label = labels_of(palette, shot.color(0), seg)
     objects = ObjectPalette()
     objects.learn_keyframe(stats, label, len(palette))
+    return shot, palette, seg, stats, label, objects
+
+
+def test_keyframe_objects_are_the_characters_with_the_backdrop_set_aside():
+    shot, palette, seg, stats, label, objects = opening_objects()
     sky, ground = palette.add(np.array([(150, 200, 238), (196, 184, 120)], np.uint8))
     assert objects.backdrop[sky] and objects.backdrop[ground]
     # Each character's body color belongs to exactly one object, and the three bodies to three.
@@ -166,12 +172,7 @@ def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
 
 
 def test_new_content_is_not_a_part_already_on_screen():
-    shot = make_shot(1, 480, 270, seed=0)
-    palette = Palette()
-    seg, stats = look(shot.lineart(0))
-    label = labels_of(palette, shot.color(0), seg)
-    objects = ObjectPalette()
-    objects.learn_keyframe(stats, label, len(palette))
+    shot, palette, seg, stats, label, objects = opening_objects()
     belief = one_hot(label, len(palette))
     settled = np.ones(stats.count + 1, bool)
     taken = objects.claimed(stats, belief, settled)
