@@ -3,14 +3,15 @@
 Each region of the last frame holds a belief: a probability for every palette color.
 A region of the new frame inherits the beliefs of the regions its pixels came from,
 followed along the optical flow of the line art or in place (whichever explains it
-better), mixed by how many pixels each gave. How much of the new region that explains
-is its `trust`; the rest is new content for the global memory to recognise.
+better). It continues one thing, not a blend: the sources' shares are sharpened before
+their beliefs are mixed. How plausible the continuation is, is its `trust`; the rest
+is new content for the global memory to recognise.
 
 Trust drops where following pixels is known to mislead: a region far bigger than what
 it came from (a character that turned around puts its body where its arm was), a
 small piece of something bigger (a newly revealed shape more often than a piece of the
-old one). There the previous frame's regions are also matched by shape and place, which
-a turn-around or a move too fast for the flow leaves intact.
+old one), a sudden change of shape. Whole regions are also matched by shape and place
+to the last frame's, which a turn-around or a move too fast for the flow leaves intact.
 
 `HiddenMemory` keeps, for a while, the beliefs of regions that vanished without leaving
 the frame, for whatever re-emerges there (a character walking out from behind another).
@@ -31,7 +32,7 @@ GROWTH = 1.3  # a region takes at most this many times a source's samples from i
 GROWTH_LIMIT, GROWN_TRUST = 1.6, 0.4  # bigger than all it came from by this much: trust drops
 FRAGMENT_TRUST = 0.6  # holding under half of its source
 SLIVER, SLIVER_TRUST = 0.1, 0.6  # holding under a tenth of it
-SIZE_SLACK = 0.7  # a region may grow or shrink this much per frame before it looks like another
+SIZE_SLACK = 0.7  # a region may grow by 1/SIZE_SLACK per frame before it looks like something else
 MIN_COVERAGE = 0.3  # regions less covered by the last frame's regions than this are partly new
 SHARPEN = 4.0  # sources' shares are raised to this power before their beliefs are mixed
 CLEAN = 0.7  # a region taking this much of its pixels from one source continues it
@@ -53,7 +54,7 @@ def flow_image(ink: np.ndarray) -> np.ndarray:
 @dataclass
 class Carried:
     belief: np.ndarray  # (n+1, K): inherited probability mass per color; rows sum to `trust`
-    trust: np.ndarray  # (n+1,) how much of each region the last frame explains, 0..1
+    trust: np.ndarray  # (n+1,) how plausibly each region continues what was there, 0..1
     source: np.ndarray  # (n+1,) last frame's region each one mostly continues, 0 = none
 
 

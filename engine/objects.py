@@ -12,7 +12,8 @@ its parts are believed to be. Two things follow. A part may not wear the colors 
 object that is surely elsewhere in the frame (the head on the tall character's body is
 not the round character's head when the round one stands over there). And a part that
 sits where an object's part sat (the hat on top, the belly in the middle of the body) is
-evidence for that part's color, whatever the part's own shape says.
+evidence for that part's color, whatever the part's own shape says. A color one object
+has, already held by a settled region, is unlikely for new content (`claimed`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from longanim.engine.regions import RegionStats
 
-BACKDROP_AREA = 0.015  # a color covering at least this share of a keyframe is backdrop,
+BACKDROP_AREA = 0.015  # a color covering at least this share of a keyframe is backdrop
 BACKDROP_EDGE_AREA = 0.005  # ... or this much in regions cut by the frame edge
 OUTSIDER = 0.02  # how likely a part is to wear the colors of an object seen elsewhere
 PRESENT_SHARE = 0.5  # a group holding at least this share of votes for one object is surely it
