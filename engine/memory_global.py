@@ -35,6 +35,8 @@ CONTEXT_INCIDENTAL = 0.3
 MERGE_DISTANCE = 0.5  # squared distance under which a new view only refreshes an old one
 CONTRADICTS = 4.0  # a keyframe view of another color this close makes a region not worth learning
 ADJACENCY_PRIOR = 0.5  # pseudo-count spread over the palette: unseen neighbours are unlikely, not impossible
+EXACT_CONTEXT = 64  # palettes up to this size read every neighbour's whole belief;
+CONTEXT_COLORS = 8  # bigger ones only each neighbour's likeliest colors
 LEARNED_ADJACENCY_WEIGHT = 0.05  # a frame's contacts count this much against a keyframe's
 
 
@@ -171,9 +173,12 @@ class GlobalMemory:
         k = len(self.palette)
         if not len(self) or not features.shape[0]:
             return np.full((features.shape[0], k), np.log(SHAPE_ODD))
-        d2 = _distances(features.astype(np.float32), self.features)
+        order = np.argsort(self.color, kind="stable")
+        colors = self.color[order]
+        d2 = _distances(features.astype(np.float32), self.features[order])
+        starts = np.flatnonzero(np.r_[True, colors[1:] != colors[:-1]])
         best = np.full((features.shape[0], k), np.inf)
-        np.minimum.at(best.T, self.color, d2.T)
+        best[:, colors[starts]] = np.minimum.reduceat(d2, starts, axis=1)  # nearest view of each color
         near = np.exp(SHAPE_SPECIFIC - best / 2.0)  # 0 for colors with no view
         return np.log((1.0 - SHAPE_ODD) * near + SHAPE_ODD)
 
@@ -181,14 +186,26 @@ class GlobalMemory:
         """((n+1) x palette) log-likelihood of each region's neighbours under each color of the
         region, neighbours weighed by their share of its boundary and by what they are believed to be."""
         neighbors, contact = stats.neighbors, stats.contact
-        compatible = belief[neighbors] @ self.adjacency.T  # [r, slot, c] = sum_j P(j | c) belief(neighbour = j)
+        # [r, slot, c] = sum_j P(j | c) belief(neighbour = j); with many keyframe colors, over each
+        # neighbour's few likeliest colors only (beliefs are peaked, and a full palette x palette
+        # product per region is slow for a busy drawing).
+        adjacency_t = self.adjacency.T  # [j, c] = P(j | c)
+        if belief.shape[1] <= EXACT_CONTEXT:
+            compatible = belief[neighbors] @ adjacency_t
+        else:
+            top = np.argpartition(-belief, CONTEXT_COLORS - 1, axis=1)[:, :CONTEXT_COLORS]
+            mass = np.take_along_axis(belief, top, axis=1)
+            compatible = np.einsum("rsm,rsmc->rsc", mass[neighbors], adjacency_t[top[neighbors]])
         weight = np.where(neighbors > 0, contact, 0.0)
         return np.einsum("rs,rsc->rc", weight, np.log(np.maximum(compatible, 1e-12)))
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    diff = (a[:, None, :] - b[None, :, :]) / SHAPE_SCALE
-    return np.einsum("ijk,ijk->ij", diff, diff)
+    """Squared scaled distances, rows of `a` to rows of `b` (|a|^2 + |b|^2 - 2ab: one matrix product)."""
+    a = a.astype(np.float64) / SHAPE_SCALE
+    b = b.astype(np.float64) / SHAPE_SCALE
+    d2 = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d2, 0.0)
 
 
 def _packed(colors: np.ndarray) -> np.ndarray:

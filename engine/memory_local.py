@@ -38,6 +38,7 @@ SHARPEN = 4.0  # sources' shares are raised to this power before their beliefs a
 CLEAN = 0.7  # a region taking this much of its pixels from one source continues it
 CHANGED_TRUST = 0.5  # at most this much less trust for a continuation that changed shape at once
 SHAPE_SLACK = 2.0  # squared shape change (in RECENT_SCALE units) a continuation may show at no cost
+MOVE_REGIONS = 400  # at most this many regions per frame are matched by shape and place
 MOVED_AWAY = 0.1  # weight of pixels from a region that visibly moved elsewhere
 RECENT_REACH = 0.1  # regions are matched by shape to last frame's within this fraction of the frame
 RECENT_SCALE = np.array([0.2, 0.2, 0.2, 0.25, 0.2], np.float32)  # one frame apart shapes barely change
@@ -111,6 +112,10 @@ class LocalMemory:
         rows = np.flatnonzero(~stats.border & (stats.samples >= MIN_SAMPLES))
         cand = np.flatnonzero(~prev.border & (prev.samples >= MIN_SAMPLES))
         rows, cand = rows[rows > 0], cand[cand > 0]
+        # In a busy drawing (hatching, a crowd) only the biggest regions are matched this way:
+        # parts that turn or fly, not the texture.
+        rows = rows[np.argsort(-stats.samples[rows], kind="stable")[:MOVE_REGIONS]]
+        cand = cand[np.argsort(-prev.samples[cand], kind="stable")[:MOVE_REGIONS]]
         none = np.zeros(0, np.int64)
         if rows.size == 0 or cand.size == 0:
             return none, none, np.zeros(0)
@@ -264,12 +269,21 @@ class HiddenMemory:
         rows = np.flatnonzero(sure & ~before.border & (before.samples >= MIN_SAMPLES))
         rows = rows[rows > 0]
         if rows.size:
-            cur = np.arange(1, now.count + 1)
-            same = label[rows][:, None] == now_belief[cur].argmax(axis=1)[None, :]
-            dist = np.linalg.norm(before.centroid[rows][:, None, :] - now.centroid[cur][None, :, :], axis=2)
-            near = dist <= 2.0 * np.sqrt(before.area[rows])[:, None]
-            big = now.area[cur][None, :] >= 0.3 * before.area[rows][:, None]
-            gone = rows[~np.any(same & near & big, axis=1)]
+            # Compare each with the current regions of its own color only (a busy drawing has
+            # thousands of regions, few of any one color).
+            now_label = now_belief.argmax(axis=1)
+            order = np.argsort(now_label[1:], kind="stable") + 1
+            sorted_label = now_label[order]
+            lo = np.searchsorted(sorted_label, label[rows], side="left")
+            hi = np.searchsorted(sorted_label, label[rows], side="right")
+            kept = np.zeros(rows.size, bool)
+            for i, r in enumerate(rows):
+                cur = order[lo[i]:hi[i]]
+                if not cur.size:
+                    continue
+                dist = np.linalg.norm(now.centroid[cur] - before.centroid[r], axis=1)
+                kept[i] = np.any((dist <= 2.0 * np.sqrt(before.area[r])) & (now.area[cur] >= 0.3 * before.area[r]))
+            gone = rows[~kept]
             self.belief = np.concatenate([self.belief, before_belief[gone]])
             self.centroid = np.concatenate([self.centroid, before.centroid[gone]])
             self.area = np.concatenate([self.area, before.area[gone]])

@@ -225,14 +225,14 @@ class ObjectPalette:
         anchors = np.flatnonzero(sure >= ANCHOR_SURE)
         if anchors.size == 0:
             return None
+        # The object's biggest part of each color (one per color since parts are merged by color).
+        part_of = {self.parts[p].color: self.parts[p] for p in sorted(mine, key=lambda p: self.parts[p].area)}
         sizes, ys, xs, weights, x_weights = [], [], [], [], []
         for a in anchors:
             r = rows[a]
-            c = int(belief[a].argmax())
-            cand = [p for p in mine if self.parts[p].color == c]
-            if not cand:
+            part = part_of.get(int(belief[a].argmax()))
+            if part is None:
                 continue
-            part = self.parts[max(cand, key=lambda p: self.parts[p].area)]
             size = np.sqrt(stats.area[r] / np.exp(part.area))
             sizes.append(size)
             ys.append(stats.centroid[r][1] - part.y * size)
