@@ -12,6 +12,8 @@ Parts (targets from issue 2):
      PNG + confidence PNG), fps beside (a)'s;
   c  peak RSS of a short vs a long shot, each in a fresh subprocess whose frames are
      rendered on the fly so the input never sits in memory (target: long within 10%);
+  e  a busy drawing: a grid of small cells in many keyframe colors (hatching, a crowd), the
+     case where the per-region work dominates; median ms per frame, no target;
   d  accuracy on clean synthetic shots through `longanim demo`'s own code
      (engine/demo.py), global memory on and off (`global_memory=False`, the local-only
      ablation): all pixels, characters' pixels, and characters' pixels after re-entry
@@ -52,7 +54,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and few frames: checks the script runs")
-    p.add_argument("--parts", default="a,b,c,d", help="which parts to run (default a,b,c,d)")
+    p.add_argument("--parts", default="a,b,c,d,e", help="which parts to run (default a,b,c,d,e)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
     p.add_argument("--sizes", help="speed sizes, comma-separated WxH (default 1920x1080,960x540)")
     p.add_argument("--frames", type=int, help="timed frames per speed run (default 90)")
@@ -79,8 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    if not args.parts <= set("abcd"):
-        p.error(f"--parts takes letters from a,b,c,d, got {sorted(args.parts)}")
+    if not args.parts <= set("abcde"):
+        p.error(f"--parts takes letters from a,b,c,d,e, got {sorted(args.parts)}")
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.rss_frames = [int(s) for s in args.rss_frames.split(",")]
     args.rss_size = parse_size(args.rss_size)
@@ -114,6 +116,45 @@ def bench_in_memory(size: tuple[int, int], frames: int, warmup: int) -> dict:
     median = statistics.median(timed)
     return {"size": f"{w}x{h}", "frames": len(timed), "median_ms": median * 1e3,
             "p90_ms": _percentile(timed, 90) * 1e3, "fps": 1.0 / median, "fps_mean": len(timed) / sum(timed)}
+
+
+def busy_drawing(w: int, h: int, cell: int, colors: int, shift: int, colored: bool):
+    """A grid of `cell`-pixel squares in `colors` colors, shifted `shift` pixels right."""
+    import cv2
+    import numpy as np
+
+    img = np.full((h, w, 3), 255, np.uint8)
+    if colored:
+        palette = np.random.default_rng(0).integers(0, 256, (colors, 3)).astype(np.uint8)
+        yy, xx = np.mgrid[0:h, 0:w]
+        index = ((yy // cell) * 97 + ((xx - shift) // cell) * 31) % colors
+        img[:] = palette[index]
+    for x in range(shift % cell, w, cell):
+        cv2.line(img, (x, 0), (x, h), (0, 0, 0), 2)
+    for y in range(0, h, cell):
+        cv2.line(img, (0, y), (w, y), (0, 0, 0), 2)
+    return img
+
+
+def bench_busy(size: tuple[int, int], cell: int, colors: int, frames: int) -> dict:
+    from longanim.engine.backends import create_backend
+    from longanim.engine.backends.base import Keyframe
+
+    w, h = size
+    lineart = [busy_drawing(w, h, cell, colors, i % 7, False) for i in range(frames + 1)]
+    keyframe = Keyframe(0, busy_drawing(w, h, cell, colors, 0, True), lineart[0])
+    times, regions = [], 0
+    results = create_backend("paint").colorize(iter(enumerate(lineart)), [keyframe])
+    while True:
+        t0 = time.perf_counter()
+        result = next(results, None)
+        if result is None:
+            break
+        times.append(time.perf_counter() - t0)
+        regions = result.info["regions"]
+    timed = times[1:]  # frame 0 is the keyframe
+    return {"size": f"{w}x{h}", "regions": regions, "colors": colors, "frames": len(timed),
+            "median_ms": statistics.median(timed) * 1e3}
 
 
 # --------------------------------------------------------------------------- (b) end to end
@@ -280,6 +321,21 @@ def main(argv=None) -> int:
         say()
         for row in _table(["size", "(a) median ms", "(a) p90 ms", "(a) fps", "(b) e2e fps (median)",
                            "(b) e2e fps (overall)", "target", "verdict"], speed_rows):
+            say(row)
+        say()
+
+    if "e" in args.parts:
+        size = (160, 90) if args.quick else (1920, 1080)
+        cell, colors = (12, 20) if args.quick else (30, 300)
+        busy = bench_busy(size, cell, colors, 3 if args.quick else 10)
+        say("## (e) A busy drawing")
+        say()
+        say(f"A grid of {cell}-pixel cells in {colors} keyframe colors at {size[0]}x{size[1]}, shifted a few "
+            "pixels each frame (hatching or a crowd: many regions, many colors); first frame is the keyframe, "
+            "then the median time of the colorizer per frame.")
+        say()
+        for row in _table(["size", "regions", "keyframe colors", "frames", "median ms"], [
+            [busy["size"], str(busy["regions"]), str(busy["colors"]), str(busy["frames"]), f"{busy['median_ms']:.0f}"]]):
             say(row)
         say()
 

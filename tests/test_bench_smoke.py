@@ -20,10 +20,12 @@ def test_quick_benchmark_writes_its_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert f"--quick --out {out}" in text and "load average" in text
-    for heading in ("## (a, b) Speed", "## (c) Peak memory", "## (d) Accuracy"):
+    for heading in ("## (a, b) Speed", "## (c) Peak memory", "## (d) Accuracy", "## (e) A busy drawing"):
         assert heading in text
     speed = re.search(r"^\| 160x90 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, re.M)
     assert speed and all(float(v) > 0 for v in speed.groups())
+    busy = re.search(r"^\| 160x90 \| (\d+) \| 20 \| 3 \| (\d+) \|", text, re.M)
+    assert busy and int(busy.group(1)) > 50
     ratio = re.search(r"Ratio 30/10 frames: \*\*([\d.]+)\*\*", text)
     assert ratio and float(ratio.group(1)) > 0
     for memory in ("on", "off"):
