@@ -103,19 +103,23 @@ def bench_in_memory(size: tuple[int, int], frames: int, warmup: int) -> dict:
     shot = make_shot(total, w, h, seed=0)
     lineart = [shot.lineart(i) for i in range(total)]  # rendered before any timing
     keyframe = Keyframe(0, shot.color(0), lineart[0])
-    backend = create_backend("paint")
-    times = []
-    results = backend.colorize(iter(enumerate(lineart)), [keyframe])
-    while True:
-        t0 = time.perf_counter()
-        result = next(results, None)
-        if result is None:
-            break
-        times.append(time.perf_counter() - t0)
+    times, _ = _time_each(create_backend("paint").colorize(iter(enumerate(lineart)), [keyframe]))
     timed = times[warmup:]  # frame 0 is the keyframe itself, and the shot's setup runs in it
     median = statistics.median(timed)
     return {"size": f"{w}x{h}", "frames": len(timed), "median_ms": median * 1e3,
             "p90_ms": _percentile(timed, 90) * 1e3, "fps": 1.0 / median, "fps_mean": len(timed) / sum(timed)}
+
+
+def _time_each(results) -> tuple[list[float], object]:
+    """Seconds each result of a backend's generator took to arrive, and the last result."""
+    times, last = [], None
+    while True:
+        t0 = time.perf_counter()
+        result = next(results, None)
+        if result is None:
+            return times, last
+        times.append(time.perf_counter() - t0)
+        last = result
 
 
 def busy_drawing(w: int, h: int, cell: int, colors: int, shift: int, colored: bool):
@@ -143,17 +147,9 @@ def bench_busy(size: tuple[int, int], cell: int, colors: int, frames: int) -> di
     w, h = size
     lineart = [busy_drawing(w, h, cell, colors, i % 7, False) for i in range(frames + 1)]
     keyframe = Keyframe(0, busy_drawing(w, h, cell, colors, 0, True), lineart[0])
-    times, regions = [], 0
-    results = create_backend("paint").colorize(iter(enumerate(lineart)), [keyframe])
-    while True:
-        t0 = time.perf_counter()
-        result = next(results, None)
-        if result is None:
-            break
-        times.append(time.perf_counter() - t0)
-        regions = result.info["regions"]
+    times, last = _time_each(create_backend("paint").colorize(iter(enumerate(lineart)), [keyframe]))
     timed = times[1:]  # frame 0 is the keyframe
-    return {"size": f"{w}x{h}", "regions": regions, "colors": colors, "frames": len(timed),
+    return {"size": f"{w}x{h}", "regions": last.info["regions"], "colors": colors, "frames": len(timed),
             "median_ms": statistics.median(timed) * 1e3}
 
 

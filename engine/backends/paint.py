@@ -167,7 +167,7 @@ class _Shot:
         )
 
     def _believe(self, number: int, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This frame's beliefs, and how much of each region the last frame explained."""
+        """This frame's beliefs, and how plausibly each region continues the last frame (trust)."""
         k = len(self.palette)
         carried = self.local.carry(stats, small, k)
         trust = carried.trust
