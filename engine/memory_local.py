@@ -67,14 +67,17 @@ class LocalMemory:
         self.stats: RegionStats | None = None
         self.small: np.ndarray | None = None
         self.belief: np.ndarray | None = None
+        self.assurance: np.ndarray | None = None  # per region: how surely its color was decided
         self._features: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
         return self.stats is None
 
-    def remember(self, stats: RegionStats, small: np.ndarray, belief: np.ndarray) -> None:
+    def remember(self, stats: RegionStats, small: np.ndarray, belief: np.ndarray,
+                 assurance: np.ndarray | None = None) -> None:
         self.stats, self.small, self.belief = stats, small, belief
+        self.assurance = np.ones(stats.count + 1) if assurance is None else assurance
         self._features = stats.shape_features()
 
     def carry(self, stats: RegionStats, small: np.ndarray, palette_size: int) -> Carried:

@@ -11,8 +11,11 @@ dynamic global-local memory, at region level.
 Where following is in doubt (a turn-around, a character coming out from behind another
 or walking back into the frame) the global memory decides; where a color was followed
 cleanly, only a clear contradiction counts, and it must persist over frames to win. A
-region's color is its most probable one and its confidence that probability. Lines are
-multiplied over the fills, so anti-aliased and colored lines keep their look.
+region's color is its most probable one. Its confidence (the review mask) is how surely
+that color was decided when it last was: following a region cleanly re-reads the same
+evidence every frame, which makes its belief surer but not truer, so it never raises the
+confidence. Lines are multiplied over the fills, so anti-aliased and colored lines keep
+their look.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ ROUNDS = 3
 LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
 LEARN_TRUST = 0.9
 HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
+GOES_ON = 0.5  # a region continuing its color with this much trust keeps its assurance
 
 
 class PaintBackend(Backend):
@@ -140,15 +144,17 @@ class _Shot:
             belief = self._certain(self._labels(key.color, seg))
             followed = np.ones(stats.count + 1)
             source = "keyframe"
+            assurance = np.ones(stats.count + 1)
         else:
-            belief, followed = self._believe(number, stats, small)
+            belief, followed, came_from = self._believe(number, stats, small)
             source = "memory"
+            assurance = self._assurance(belief, followed, came_from)
         label = belief.argmax(axis=1)
         color = self.palette.colors[label]
-        confidence = belief.max(axis=1)
+        confidence = assurance
         color[0] = 255  # under a line core the line itself shows (multiplied over white)
         confidence[0] = 1.0
-        self.local.remember(stats, small, belief)
+        self.local.remember(stats, small, belief, assurance)
         if self.last is not None:
             self.hidden.update(*self.last, stats, belief, number)
         self.last = (stats, belief)
@@ -166,8 +172,18 @@ class _Shot:
             number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
         )
 
-    def _believe(self, number: int, stats: RegionStats, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This frame's beliefs, and how plausibly each region continues the last frame (trust)."""
+    def _assurance(self, belief: np.ndarray, trust: np.ndarray, came_from: np.ndarray) -> np.ndarray:
+        """How surely each region's color was decided, for the review mask. A region that goes on
+        cleanly in the color it had keeps the assurance it had: following it frame after frame
+        re-reads the same evidence, which makes its belief surer without making it any truer."""
+        decided = belief.max(axis=1)
+        before = self.local.belief.argmax(axis=1)
+        goes_on = (came_from > 0) & (trust >= GOES_ON) & (belief.argmax(axis=1) == before[came_from])
+        return np.where(goes_on, np.minimum(self.local.assurance[came_from], decided), decided)
+
+    def _believe(self, number: int, stats: RegionStats, small: np.ndarray):
+        """This frame's beliefs, how plausibly each region continues the last frame (trust), and
+        the last frame's region it mostly continues (0 = none)."""
         k = len(self.palette)
         carried = self.local.carry(stats, small, k)
         trust = carried.trust
@@ -187,7 +203,7 @@ class _Shot:
         prior = trust[:, None] * followed + (1.0 - trust[:, None]) * fresh
         prior = (1.0 - STICKY) * prior + STICKY * anything
         if not self.backend.use_global:
-            return prior, trust
+            return prior, trust, carried.source
         # The global memory's word counts in full where following is in doubt. Where a color was
         # followed cleanly only a clear contradiction counts (colors within `slack` nats of the
         # best are not penalised): the memory's small leanings are wrong often enough that,
@@ -210,7 +226,7 @@ class _Shot:
         if specks.size:
             belief[specks] = 0.5 * belief[stats.parent[specks]] + 0.5 * anything
         belief[0] = 0.0
-        return belief, trust
+        return belief, trust, carried.source
 
     def _shape(self, stats: RegionStats, k: int) -> np.ndarray:
         shape = np.zeros((stats.count + 1, k))
