@@ -211,14 +211,16 @@ def bench_rss(frames: int, size: tuple[int, int]) -> dict:
 # --------------------------------------------------------------------------- (d) accuracy
 
 def bench_accuracy(frames: int, size: tuple[int, int], seed: int, global_memory: bool) -> dict:
-    from longanim.engine.demo import run_demo
+    from longanim.engine.demo import error_split, run_demo
+    from longanim.engine.synthetic import make_shot
 
     with tempfile.TemporaryDirectory(prefix="bench-paint-acc-") as tmp:
         fig = run_demo(Path(tmp) / "demo", frames, size, seed, "paint", {"global_memory": global_memory},
                        contact=False)
+        split = error_split(make_shot(frames, size[0], size[1], seed), Path(fig["paths"]["outdir"]))
     return {"seed": seed, "global_memory": global_memory, "accuracy": fig["accuracy"],
             "accuracy_characters": fig["accuracy_characters"], "accuracy_after_reentry": fig["accuracy_after_reentry"],
-            "reentries": fig["reentries"], "fps": fig["fps"]}
+            "reentries": fig["reentries"], "fps": fig["fps"], **split}
 
 
 # --------------------------------------------------------------------------- report
@@ -383,6 +385,20 @@ def main(argv=None) -> int:
                            for k in ("accuracy", "accuracy_characters", "accuracy_after_reentry")), ""])
         for row in _table(["seed", "global memory", "all pixels", "characters", "after re-entry", "re-entries"],
                           rows):
+            say(row)
+        say()
+        say("Where the wrong pixels are, as shares of all counted pixels (they add up to 100% minus "
+            "'all pixels'): on characters; on scenery a keyframe shows; on scenery no keyframe shows "
+            "(hills that come into view during the pan; the synthetic hills alternate two greens along the "
+            "world, so such a hill's color is only known to a colorizer that infers the alternation). "
+            "The review mask: pixels whose confidence is below the backend's review threshold, as a share "
+            "of all counted pixels, and the share of the wrong pixels it holds.")
+        say()
+        split_rows = [[str(r["seed"]), "on" if r["global_memory"] else "off", _pct(r["wrong_characters"]),
+                       _pct(r["wrong_scenery_shown"]), _pct(r["wrong_scenery_unseen"]), _pct(r["flagged"]),
+                       _pct(r["wrong_flagged"])] for r in runs]
+        for row in _table(["seed", "global memory", "wrong on characters", "wrong on scenery shown",
+                           "wrong on scenery unseen", "flagged for review", "wrong pixels flagged"], split_rows):
             say(row)
         say()
         on = [r for r in runs if r["global_memory"]]

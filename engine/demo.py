@@ -208,6 +208,44 @@ def reentry_accuracy(shot, outdir, *, colorized: str = "colorized", window: int 
     return {"accuracy": correct / total if total else float("nan"), "reentries": rows}
 
 
+def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
+    """Where a run's wrong pixels are, as shares of all counted pixels: on characters, on
+    scenery a keyframe shows, on scenery no keyframe shows (a hill first seen during the pan,
+    whose color no reference shows); the share of pixels the confidence map flags for review,
+    and the share of wrong pixels among them. Tells a colorizer's mistakes on what the
+    references show from guesses at what they do not."""
+    from longanim.engine.backends.paint import PaintBackend
+    from longanim.engine.metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
+    from longanim.engine.pipeline import CONFIDENCE_DIR
+    from longanim.engine.synthetic import FIRST_FRAME_NUMBER
+
+    out = Path(outdir)
+    shown = set()
+    for k in shot.keyframes:
+        shown.update(np.unique(shot.scenery_map(k)).tolist())
+    shown.discard(0)
+    review = PaintBackend().review_threshold * 255.0  # as the backend draws the line
+    counted = wrong_char = wrong_shown = wrong_unseen = wrong_flagged = flagged = 0
+    for i in range(shot.num_frames):
+        n = i + FIRST_FRAME_NUMBER
+        gt = _rgb(_frame_path(out / "truth", n))
+        keep = countable_mask(gt, _line_mask(_frame_path(out / "lineart", n)))
+        wrong = keep & (delta_e_map(_rgb(_frame_path(out / colorized, n)), gt) > DEFAULT_TOLERANCE)
+        char = _read(_frame_path(out / "masks", n))[..., 0] > 0
+        known = np.isin(shot.scenery_map(i), list(shown))
+        confidence = _read(_frame_path(out / colorized / CONFIDENCE_DIR, n))[..., 0]
+        counted += int(keep.sum())
+        wrong_char += int((wrong & char).sum())
+        wrong_shown += int((wrong & ~char & known).sum())
+        wrong_unseen += int((wrong & ~char & ~known).sum())
+        flagged += int((keep & (confidence < review)).sum())
+        wrong_flagged += int((wrong & (confidence < review)).sum())
+    total_wrong = wrong_char + wrong_shown + wrong_unseen
+    return {"wrong_characters": wrong_char / counted, "wrong_scenery_shown": wrong_shown / counted,
+            "wrong_scenery_unseen": wrong_unseen / counted, "flagged": flagged / counted,
+            "wrong_flagged": wrong_flagged / total_wrong if total_wrong else float("nan")}
+
+
 def write_demo_sheet(out: Path, numbers: list[int], columns: int = 8) -> Path:
     from longanim.engine.contact_sheet import contact_sheet, pick_frames, write_contact_sheet
 

@@ -186,6 +186,20 @@ class SyntheticShot:
         """Region id per pixel (see `region_id`), 0 on outlines: lets tests recolor one region."""
         return self._labels(self._shapes(i), by_owner=False)
 
+    def scenery_map(self, i: int) -> np.ndarray:
+        """Which piece of scenery each pixel shows: a stable id per cloud, hill and rock of the
+        endless background (the same hill has the same id in every frame; the sky and the
+        ground are one piece each), 0 on characters and on lines. Lets a benchmark tell
+        scenery a keyframe shows from scenery that first comes into view later."""
+        lab = np.zeros((self.height, self.width), np.int32)
+        for s in self._shapes(i):
+            value = 0 if s.owner else (s.gap_key or 1)
+            if s.fill_pts is not None:
+                cv2.fillPoly(lab, [_fixed(s.fill_pts)], value, cv2.LINE_8, SHIFT)
+            for pts, closed in self._stroke_sets(s):
+                cv2.polylines(lab, [_fixed(pts)], closed, 0, self.thickness, cv2.LINE_8, SHIFT)
+        return lab
+
     def line_mask(self, i: int) -> np.ndarray:
         """True where the line art has any ink (anti-aliased fringes included)."""
         c = cv2.split(self.lineart(i))

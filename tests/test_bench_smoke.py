@@ -31,4 +31,6 @@ def test_quick_benchmark_writes_its_results(tmp_path):
     for memory in ("on", "off"):
         row = re.search(rf"^\| 0 \| {memory} \| ([\d.]+)% \| ([\d.]+)% \|", text, re.M)
         assert row and all(0 <= float(v) <= 100 for v in row.groups())
+    split = re.search(r"^\| 0 \| on \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+%|n/a) \|", text, re.M)
+    assert split and all(0 <= float(v) <= 100 for v in split.groups()[:4])
     assert not list(tmp_path.glob(".paint.md.partial-*"))

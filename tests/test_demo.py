@@ -104,6 +104,38 @@ def test_reentry_accuracy_counts_the_returning_characters_pixels(tmp_path):
     assert 0.3 < half["accuracy"] < 0.7
 
 
+def test_error_split_tells_characters_known_scenery_and_new_scenery_apart(tmp_path):
+    shot = make_shot(200, 160, 90, seed=1)
+    demo.write_shot(shot, tmp_path)
+    shown = set(np.unique(shot.scenery_map(0))) - {0}
+    late = 199
+    unseen = sorted(set(np.unique(shot.scenery_map(late))) - shown - {0})
+    assert unseen, "a 200-frame pan brings scenery into view that the keyframe does not show"
+    ones = np.full((90, 160, 1), 255, np.uint8)
+    for i in range(shot.num_frames):
+        n = i + 1001
+        img = read_image(tmp_path / "truth" / f"shot.{n}.png").pixels.copy()
+        confidence = ones.copy()
+        if i == 0:  # a character painted wrong, and flagged
+            mask = read_image(tmp_path / "masks" / f"shot.{n}.png").pixels[..., 0] > 0
+            img[mask] = (255, 0, 255)
+            confidence[mask] = 0
+        if i == late:  # new scenery painted wrong with full confidence
+            img[np.isin(shot.scenery_map(i), unseen)] = (255, 0, 255)
+        if i == 100:  # scenery the keyframe shows (the sky) painted wrong
+            img[shot.scenery_map(i) == 1] = (255, 0, 255)
+        write_image(tmp_path / "pred" / f"shot.{n}.png", img)
+        write_image(tmp_path / "pred" / "confidence" / f"shot.{n}.png", confidence)
+    split = demo.error_split(shot, tmp_path, colorized="pred")
+    assert 0 < split["wrong_characters"] < 0.001  # one frame's characters, small at this size
+    assert 0 < split["wrong_scenery_unseen"] < 0.001  # what came into view by the last frame
+    assert 0.001 < split["wrong_scenery_shown"] < 0.005  # one frame's sky, of 200 frames
+    assert split["wrong_scenery_shown"] > 10 * split["wrong_scenery_unseen"]
+    wrong = split["wrong_characters"] + split["wrong_scenery_unseen"] + split["wrong_scenery_shown"]
+    assert split["wrong_flagged"] == pytest.approx(split["wrong_characters"] / wrong)
+    assert 0 < split["flagged"] < 0.001  # only the one frame's characters were marked unsure
+
+
 def test_pick_frames_spreads_evenly():
     assert pick_frames(range(1001, 1501), 8)[0] == 1001 and pick_frames(range(1001, 1501), 8)[-1] == 1500
     assert len(pick_frames(range(500), 8)) == 8

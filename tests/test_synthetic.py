@@ -87,6 +87,21 @@ def test_region_map_colors_are_flat(shot):
             assert len(colors) == 1
 
 
+def test_scenery_map_names_each_piece_of_scenery_the_same_in_every_frame(shot):
+    seen_color = {}
+    for i in (0, 60, 399):
+        ids, co, cm = shot.scenery_map(i), shot.color(i), shot.character_mask(i)
+        assert (ids[cm > 0] == 0).all()  # characters are not scenery
+        assert (ids[shot.region_map(i) == S.LINE] == 0).all()
+        for piece in set(np.unique(ids)) - {0}:
+            colors = np.unique(co[ids == piece].reshape(-1, 3), axis=0)
+            assert len(colors) == 1  # one piece, one flat color ...
+            assert seen_color.setdefault(piece, tuple(colors[0])) == tuple(colors[0])  # ... in every frame
+    first, last = set(np.unique(shot.scenery_map(0))), set(np.unique(shot.scenery_map(399)))
+    assert last - first, "the pan brings new scenery into view"
+    assert {1} <= first & last  # the sky is one piece
+
+
 def test_a_character_leaves_and_comes_back_after_150_frames(shot):
     re = shot.reentries()
     assert re and all(away >= 150 for _, _, away in re)
