@@ -178,8 +178,12 @@ class _Shot:
         re-reads the same evidence, which makes its belief surer without making it any truer."""
         decided = belief.max(axis=1)
         before = self.local.belief.argmax(axis=1)
-        goes_on = (came_from > 0) & (trust >= GOES_ON) & (belief.argmax(axis=1) == before[came_from])
-        return np.where(goes_on, np.minimum(self.local.assurance[came_from], decided), decided)
+        followed = (came_from > 0) & (trust >= GOES_ON)
+        same = belief.argmax(axis=1) == before[came_from]
+        held = self.local.assurance[came_from]
+        # A region that changes color cannot be surer of the new one than it was unsure of the old.
+        changed = np.minimum(decided, 1.0 - held)
+        return np.where(followed, np.where(same, np.minimum(held, decided), changed), decided)
 
     def _believe(self, number: int, stats: RegionStats, small: np.ndarray):
         """This frame's beliefs, how plausibly each region continues the last frame (trust), and
