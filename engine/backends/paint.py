@@ -38,7 +38,7 @@ LAYOUT_FOLLOWED = 0.2  # weight of the layout evidence for a cleanly followed re
 DEAD_ZONE = 1.0  # nats of evidence a cleanly followed color may be behind the best by, unpenalised
 SETTLED = 0.9  # followed this cleanly and believed this surely, a region holds its part
 CLAIMED = 0.05  # how likely new content is a part already held elsewhere
-STICKY = 1e-3  # chance a followed region is not what it was: keeps strong contrary evidence able to win
+STICKY = 1e-3  # least chance a followed region is not what it was: keeps strong contrary evidence able to win
 ROUNDS = 3
 LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
 LEARN_TRUST = 0.9
@@ -205,7 +205,11 @@ class _Shot:
             fresh[:, self.objects.claimed(stats, followed, settled)] *= CLAIMED
             fresh /= fresh.sum(axis=1, keepdims=True)
         prior = trust[:, None] * followed + (1.0 - trust[:, None]) * fresh
-        prior = (1.0 - STICKY) * prior + STICKY * anything
+        # A floor, not a mixture: mixed in every frame, the chance would pile up over a long shot
+        # in a region no evidence tells apart from its neighbours (the ground beside the sky),
+        # until its belief, and confidence, drained away with nothing having happened.
+        prior = np.maximum(prior, STICKY / k)
+        prior /= prior.sum(axis=1, keepdims=True)
         if not self.backend.use_global:
             return prior, trust, carried.source
         # The global memory's word counts in full where following is in doubt. Where a color was
