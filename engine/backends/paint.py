@@ -43,7 +43,7 @@ ROUNDS = 3
 LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
 LEARN_TRUST = 0.9
 HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
-GOES_ON = 0.5  # a region continuing its color with this much trust keeps its assurance
+GOES_ON = 0.5  # a region continuing the last frame with this much trust carries its assurance on
 
 
 class PaintBackend(Backend):
@@ -174,8 +174,8 @@ class _Shot:
 
     def _assurance(self, belief: np.ndarray, trust: np.ndarray, came_from: np.ndarray) -> np.ndarray:
         """How surely each region's color was decided, for the review mask. A region that goes on
-        cleanly in the color it had keeps the assurance it had: following it frame after frame
-        re-reads the same evidence, which makes its belief surer without making it any truer."""
+        in the color it had is never surer than it was: following it frame after frame re-reads
+        the same evidence, which makes its belief surer without making it any truer."""
         decided = belief.max(axis=1)
         before = self.local.belief.argmax(axis=1)
         followed = (came_from > 0) & (trust >= GOES_ON)
