@@ -214,7 +214,7 @@ def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
     whose color no reference shows); the share of pixels the confidence map flags for review,
     and the share of wrong pixels among them. Tells a colorizer's mistakes on what the
     references show from guesses at what they do not."""
-    from longanim.engine.backends.paint import PaintBackend
+    from longanim.engine.backends.paint import REVIEW_THRESHOLD
     from longanim.engine.metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
     from longanim.engine.pipeline import CONFIDENCE_DIR
     from longanim.engine.synthetic import FIRST_FRAME_NUMBER
@@ -224,7 +224,7 @@ def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
     for k in shot.keyframes:
         shown.update(np.unique(shot.scenery_map(k)).tolist())
     shown.discard(0)
-    review = PaintBackend().review_threshold * 255.0  # as the backend draws the line
+    review = REVIEW_THRESHOLD * 255.0  # as the backend draws the line
     counted = wrong_char = wrong_shown = wrong_unseen = wrong_flagged = flagged = 0
     for i in range(shot.num_frames):
         n = i + FIRST_FRAME_NUMBER
@@ -233,13 +233,13 @@ def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
         wrong = keep & (delta_e_map(_rgb(_frame_path(out / colorized, n)), gt) > DEFAULT_TOLERANCE)
         char = _read(_frame_path(out / "masks", n))[..., 0] > 0
         known = np.isin(shot.scenery_map(i), list(shown))
-        confidence = _read(_frame_path(out / colorized / CONFIDENCE_DIR, n))[..., 0]
+        unsure = _read(_frame_path(out / colorized / CONFIDENCE_DIR, n))[..., 0] < review
         counted += int(keep.sum())
         wrong_char += int((wrong & char).sum())
         wrong_shown += int((wrong & ~char & known).sum())
         wrong_unseen += int((wrong & ~char & ~known).sum())
-        flagged += int((keep & (confidence < review)).sum())
-        wrong_flagged += int((wrong & (confidence < review)).sum())
+        flagged += int((keep & unsure).sum())
+        wrong_flagged += int((wrong & unsure).sum())
     total_wrong = wrong_char + wrong_shown + wrong_unseen
     return {"wrong_characters": wrong_char / counted, "wrong_scenery_shown": wrong_shown / counted,
             "wrong_scenery_unseen": wrong_unseen / counted, "flagged": flagged / counted,

@@ -191,14 +191,7 @@ class SyntheticShot:
         endless background (the same hill has the same id in every frame; the sky and the
         ground are one piece each), 0 on characters and on lines. Lets a benchmark tell
         scenery a keyframe shows from scenery that first comes into view later."""
-        lab = np.zeros((self.height, self.width), np.int32)
-        for s in self._shapes(i):
-            value = 0 if s.owner else (s.gap_key or 1)
-            if s.fill_pts is not None:
-                cv2.fillPoly(lab, [_fixed(s.fill_pts)], value, cv2.LINE_8, SHIFT)
-            for pts, closed in self._stroke_sets(s):
-                cv2.polylines(lab, [_fixed(pts)], closed, 0, self.thickness, cv2.LINE_8, SHIFT)
-        return lab
+        return self._labels(self._shapes(i), fill_value=lambda s: 0 if s.owner else (s.gap_key or 1))
 
     def line_mask(self, i: int) -> np.ndarray:
         """True where the line art has any ink (anti-aliased fringes included)."""
@@ -489,10 +482,12 @@ class SyntheticShot:
                 cv2.polylines(img, opens, False, s.ink, self.thickness, self._line_type, SHIFT)
         return img
 
-    def _labels(self, shapes: list[_Shape], by_owner: bool) -> np.ndarray:
+    def _labels(self, shapes: list[_Shape], by_owner: bool = False, fill_value=None) -> np.ndarray:
+        """Per-pixel label painted back to front like the drawing: each shape's fill takes
+        `fill_value(shape)` (default: its owner or region id), its outline the owner or LINE."""
         lab = np.zeros((self.height, self.width), np.int32)
         for s in shapes:
-            value = s.owner if by_owner else s.region
+            value = fill_value(s) if fill_value else (s.owner if by_owner else s.region)
             if s.fill_pts is not None:
                 cv2.fillPoly(lab, [_fixed(s.fill_pts)], value, cv2.LINE_8, SHIFT)
             line_value = s.owner if by_owner else LINE

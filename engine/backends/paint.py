@@ -43,6 +43,7 @@ ROUNDS = 3
 LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
 LEARN_TRUST = 0.9
 HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
+REVIEW_THRESHOLD = 0.7  # confidence below this asks an artist to look
 GOES_ON = 0.5  # a region continuing the last frame with this much trust carries its assurance on
 
 
@@ -55,7 +56,7 @@ class PaintBackend(Backend):
         gap_close: int = 1,
         global_memory: bool = True,
         memory_capacity: int = 512,
-        review_threshold: float = 0.7,
+        review_threshold: float = REVIEW_THRESHOLD,
     ) -> None:
         if gap_close < 0 or gap_close > 8:
             raise ValueError(f"gap_close must be 0..8 pixels, got {gap_close}")
