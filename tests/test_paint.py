@@ -202,6 +202,8 @@ def test_global_memory_stays_bounded():
 def test_options_are_checked_by_name():
     with pytest.raises(Exception, match="gap_close"):
         create_backend("paint", gap_close=-1)
+    with pytest.raises(Exception, match="whole number of pixels, 0..8, got 'two'"):
+        create_backend("paint", gap_close="two")  # as `--set gap_close=two` passes it
     with pytest.raises(Exception, match="bad options"):
         create_backend("paint", no_such_option=1)
 

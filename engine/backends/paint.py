@@ -58,8 +58,8 @@ class PaintBackend(Backend):
         memory_capacity: int = 512,
         review_threshold: float = REVIEW_THRESHOLD,
     ) -> None:
-        if gap_close < 0 or gap_close > 8:
-            raise ValueError(f"gap_close must be 0..8 pixels, got {gap_close}")
+        if isinstance(gap_close, bool) or not isinstance(gap_close, int) or not 0 <= gap_close <= 8:
+            raise ValueError(f"gap_close must be a whole number of pixels, 0..8, got {gap_close!r}")
         if memory_capacity < 1:
             raise ValueError(f"memory_capacity must be at least 1, got {memory_capacity}")
         self.gap_close = gap_close
