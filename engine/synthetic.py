@@ -6,7 +6,8 @@ any order. The content is built to be hard in the ways real long shots are hard:
 
 - three or more characters, each a stack of NESTED flat regions (pupils in eyes in a
   head under a hat, a belly patch on a body, a swinging arm), drawn back to front
-  with z-order that changes, so characters occlude each other and themselves;
+  with z-order that changes (while they are apart), so characters occlude each other
+  and themselves;
 - non-rigid motion: squash/stretch, tilt, a swinging arm, turning around (mirroring),
   blinks that close the eyes for a couple of frames (the eye regions vanish);
 - a character that walks out of frame and comes back 150+ frames later
@@ -49,6 +50,10 @@ EYE_WHITE = (246, 246, 242)
 
 # Background region ids (region_map); character k's region j is 16 * k + j.
 SKY, CLOUD, HILL, GROUND, ROCK = 1, 2, 3, 4, 5
+# Scenery of one kind shares one color, as a background painter keeps it: a keyframe then
+# decides the color of every hill the pan brings in later (hills of two greens alternating
+# by a hidden index could only be guessed).
+HILL_GREEN = (96, 150, 110)
 BODY, BELLY, HEAD, CROWN, BRIM, EYE_L, EYE_R, PUPIL_L, PUPIL_R, ARM = range(10)
 REGION_NAMES = {
     SKY: "sky", CLOUD: "cloud", HILL: "hill", GROUND: "ground", ROCK: "rock",
@@ -168,6 +173,7 @@ class SyntheticShot:
         self._line_type = cv2.LINE_AA if self.antialias else cv2.LINE_8
         self._characters = [self._make_character(k) for k in range(1, self.num_characters + 1)]
         self._visibility: np.ndarray | None = None
+        self._orders: np.ndarray | None = None
 
     # ---------------------------------------------------------------- public API
     def lineart(self, i: int) -> np.ndarray:
@@ -309,8 +315,7 @@ class SyntheticShot:
         if not 0 <= i < self.num_frames:
             raise IndexError(f"frame index {i} is outside 0..{self.num_frames - 1}")
         shapes = self._background(i)
-        order = sorted(self._characters, key=lambda c: (self._depth(c, i), c.index))
-        for c in order:
+        for c in self._drawing_order(i):
             shapes.extend(self._character_shapes(c, i))
         return shapes
 
@@ -329,8 +334,7 @@ class SyntheticShot:
             t = np.linspace(np.pi, 2 * np.pi, 40)
             arc = np.stack([x + ax * np.cos(t), horizon + 2 + ay * np.sin(t)], axis=1)
             pts = np.concatenate([arc, [[x + ax, horizon + 10], [x - ax, horizon + 10]]])
-            color = (112, 168, 96) if j % 2 else (96, 150, 110)
-            shapes.append(_Shape(pts, color, 0, HILL, [(arc, False)], gap_key=2000 + j))
+            shapes.append(_Shape(pts, HILL_GREEN, 0, HILL, [(arc, False)], gap_key=2000 + j))
         ground = np.array([[-8, horizon], [W + 8, horizon], [W + 8, H + 8], [-8, H + 8]], float)
         edge = np.array([[-8, horizon], [W + 8, horizon]], float)
         shapes.append(_Shape(ground, (196, 184, 120), 0, GROUND, [(edge, False)], gap_key=3000))
@@ -350,6 +354,35 @@ class SyntheticShot:
             rng = np.random.default_rng([self.seed, 200 + layer, j + (1 << 30)])
             x = j * spacing + rng.uniform(0, 0.6 * spacing) - offset
             yield j, x, rng
+
+    def _drawing_order(self, i: int) -> list[_Character]:
+        """Back to front. Each character's depth swings on its own, but two characters trade
+        places only while their boxes are apart: an animator never pops one character in
+        front of another it overlaps, so the order is worked out frame by frame from the
+        first and kept in a table (any frame can still be asked for in any order)."""
+        return [self._characters[k] for k in self._order_table()[i]]
+
+    def _order_table(self) -> np.ndarray:
+        if self._orders is not None:
+            return self._orders
+        chars = self._characters
+        order = sorted(range(len(chars)), key=lambda k: (self._depth(chars[k], 0), k))
+        table = np.zeros((self.num_frames, len(chars)), np.int16)
+        table[0] = order
+        for i in range(1, self.num_frames):
+            depth = [(self._depth(c, i), k) for k, c in enumerate(chars)]
+            boxes = [self._bbox(c, i) for c in chars]
+            swapped = True
+            while swapped:  # bubble sort where only pairs that are apart may trade places
+                swapped = False
+                for p in range(len(order) - 1):
+                    a, b = order[p], order[p + 1]
+                    if depth[a] > depth[b] and not _overlap(boxes[a], boxes[b]):
+                        order[p], order[p + 1] = b, a
+                        swapped = True
+            table[i] = order
+        self._orders = table
+        return table
 
     def _depth(self, c: _Character, i: int) -> float:
         return math.sin(2 * math.pi * i / 340.0 + c.phase[0])
@@ -494,6 +527,10 @@ class SyntheticShot:
             for pts, closed in self._stroke_sets(s):
                 cv2.polylines(lab, [_fixed(pts)], closed, line_value, self.thickness, cv2.LINE_8, SHIFT)
         return lab
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _hue_of(rgb: tuple[int, int, int]) -> float:

@@ -118,14 +118,33 @@ def test_characters_occlude_each_other_and_change_z_order(shot):
     orders = set()
     overlaps = 0
     for i in range(0, 400, 4):
-        order = tuple(c.index for c in sorted(shot._characters, key=lambda c: (shot._depth(c, i), c.index)))
-        orders.add(order)
+        orders.add(tuple(c.index for c in shot._drawing_order(i)))
         boxes = {}
         for c in shot._characters:
             boxes[c.index] = shot._bbox(c, i)
         a, b = boxes[2], boxes[3]
         overlaps += a[0] < b[2] and b[0] < a[2]
     assert len(orders) >= 3 and overlaps > 0
+
+
+def test_characters_trade_places_in_depth_only_while_apart():
+    # An animator never pops a character in front of one it overlaps; seed 2's depth
+    # curves cross at frame 360 while characters 1 and 2 overlap, so that swap must wait.
+    shot = make_shot(500, 480, 270, seed=2)
+    swaps = 0
+    before = [c.index for c in shot._drawing_order(0)]
+    for i in range(1, 500):
+        now = [c.index for c in shot._drawing_order(i)]
+        for x in now:
+            for y in now:
+                if x < y and (before.index(x) < before.index(y)) != (now.index(x) < now.index(y)):
+                    swaps += 1
+                    bx, by = shot._bbox(shot._characters[x - 1], i), shot._bbox(shot._characters[y - 1], i)
+                    apart = bx[2] <= by[0] or by[2] <= bx[0] or bx[3] <= by[1] or by[3] <= bx[1]
+                    assert apart, f"characters {x} and {y} swapped depth at frame {i} while overlapping"
+        before = now
+    assert swaps >= 4
+    assert [c.index for c in shot._drawing_order(360)] == [c.index for c in shot._drawing_order(359)]
 
 
 def test_blinks_remove_the_eye_regions_for_a_few_frames(shot):
