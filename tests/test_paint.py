@@ -6,9 +6,10 @@ import pytest
 
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Cancelled, Keyframe
-from longanim.engine.backends.paint import PaintBackend
+from longanim.engine.backends.paint import PaintBackend, region_colors
 from longanim.engine.memory_global import GlobalMemory, Palette
 from longanim.engine.regions import measure
+from longanim.engine.scenery_bands import SceneryBands
 from longanim.engine.segment import segment
 
 W, H = 240, 135
@@ -310,3 +311,60 @@ def test_a_character_that_turns_around_keeps_its_colors():
         for color in (arm, belly, RED):
             mask = np.all(truth == color, axis=2) & keep
             assert right[mask].mean() > 0.95, (i, color)
+
+
+TILE_HIGH, TILE_LOW = (120, 170, 120), (170, 120, 90)
+
+
+def tiled_wall(i: int, colored: bool):
+    """A wall of tiles panning left: a high row of green tiles over a low row of brown ones.
+    A tile coming in at the right edge is cut by it (no shape) and touches one green and one
+    brown tile (no context either way); only its height says which row it belongs to."""
+    img = np.full((H, W, 3), 255, np.uint8)
+    top, mid, bottom, size = 20, 65, 110, 45
+    shift = 2 * i
+    first = shift // size
+    for j in range(first, first + W // size + 2):
+        x0 = j * size - shift
+        for y0, y1, fill in ((top, mid, TILE_HIGH), (mid, bottom, TILE_LOW)):
+            if colored:
+                cv2.rectangle(img, (x0, y0), (x0 + size, y1), fill, -1)
+            cv2.rectangle(img, (x0, y0), (x0 + size, y1), (0, 0, 0), 2)
+    return img
+
+
+def test_scenery_coming_in_at_the_frame_edge_takes_the_color_seen_at_its_height():
+    n = 80
+    keys = [Keyframe(0, tiled_wall(0, True), tiled_wall(0, False))]
+    outs = list(PaintBackend().colorize(((i, tiled_wall(i, False)) for i in range(n)), keys))
+    for i in (30, 60, 79):
+        truth = tiled_wall(i, True)
+        fill = (tiled_wall(i, False).min(axis=2) == 255) & (truth.min(axis=2) < 255)
+        fill = cv2.erode(fill.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        right = np.all(outs[i].rgb == truth, axis=2)
+        assert right[fill].mean() > 0.99, f"frame {i}: {right[fill].mean():.1%} of the tiles right"
+
+
+def test_scenery_bands_judge_only_scenery_colors():
+    img = tiled_wall(0, False)
+    seg = segment(img)
+    stats = measure(seg, 1)
+    truth = tiled_wall(0, True)
+    palette = Palette()
+    label = np.zeros(seg.count + 1, np.int64)
+    label[1:] = palette.add(region_colors(truth, seg)[1:])
+    backdrop = np.zeros(len(palette), bool)
+    backdrop[label[1:]] = True
+    figure = len(palette)  # a character's color: not scenery
+    bands = SceneryBands()
+    bands.learn(stats, label, np.r_[backdrop, False])
+    ev = bands.evidence(stats, np.r_[backdrop, False], figure + 1)
+    high = palette.add(np.array([TILE_HIGH], np.uint8))[0]
+    low = palette.add(np.array([TILE_LOW], np.uint8))[0]
+    for r in range(1, seg.count + 1):
+        own = label[r]
+        if own in (high, low):
+            assert ev[r, own] == 0.0
+            other = low if own == high else high
+            assert ev[r, other] < -1.0, "a tile judged against the other row's color"
+        assert ev[r, figure] == 0.0

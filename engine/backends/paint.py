@@ -5,7 +5,8 @@ belief: a probability for every color of the keyframes. The local memory carries
 last frame's beliefs over, as far as each region plausibly continues what was there
 (engine/memory_local.py). The global memory scores every region against every color:
 its shape and the colors around it (engine/memory_global.py), and where it sits in the
-character it hangs on (engine/objects.py). Their product is the new belief: the paper's
+character it hangs on (engine/objects.py), and for scenery the rows of the picture it lies
+in (engine/scenery_bands.py). Their product is the new belief: the paper's
 dynamic global-local memory, at region level.
 
 Where following is in doubt (a turn-around, a character coming out from behind another
@@ -30,6 +31,7 @@ from longanim.engine.memory_global import GlobalMemory, Palette
 from longanim.engine.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image
 from longanim.engine.objects import ObjectPalette
 from longanim.engine.regions import RegionStats, grid_step, measure
+from longanim.engine.scenery_bands import SceneryBands
 from longanim.engine.segment import Segmentation, segment
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
@@ -97,6 +99,7 @@ class _Shot:
         self.global_ = GlobalMemory(self.palette, capacity=backend.memory_capacity)
         self.objects = ObjectPalette()
         self.hidden = HiddenMemory()
+        self.bands = SceneryBands()
         self.last: tuple[RegionStats, np.ndarray] | None = None
         self.keyframes = {k.number: k for k in keyframes}
         self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
@@ -106,6 +109,7 @@ class _Shot:
             label = self._labels(key.color, seg)
             self.global_.learn(stats, label, _whole(stats), key.number, keyframe=True)
             self.objects.learn_keyframe(stats, label, len(self.palette))
+            self.bands.learn(stats, label, self._backdrop(len(self.palette)))
             self.seeds[key.number] = (stats, flow_image(seg.ink), label)
         if not len(self.palette):  # keyframes with no fill at all (solid ink): paper is all there is
             self.palette.add(np.array([[255, 255, 255]], np.uint8))
@@ -164,6 +168,7 @@ class _Shot:
             # confident mistake written into the global memory would come back to confirm itself.
             sure = (belief.max(axis=1) >= LEARN_BELIEF) & (followed >= LEARN_TRUST)
             self.global_.learn(stats, label, _whole(stats), number, sure=sure)
+            self.bands.learn(stats, label, self._backdrop(len(self.palette)), sure)
         rgb, sure_map = render(lineart, color, confidence, seg.labels)
         below = cv2.compare(sure_map, self.backend.review_threshold * 255.0, cv2.CMP_LT)
         review = cv2.countNonZero(below) / below.size
@@ -224,9 +229,12 @@ class _Shot:
         # Where a part sits in its character says most for regions new to the frame; a part that
         # was followed cleanly and now sits oddly is more often half hidden than something else.
         placed = np.clip(1.0 - trust, LAYOUT_FOLLOWED, 1.0)[:, None]
+        # Scenery new at the frame edge has no shape and fits between sky and ground whatever
+        # it is; the rows it lies in say which scenery it can be.
+        bands = self.bands.evidence(stats, self._backdrop(k), k)
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
-            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout
+            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
@@ -236,6 +244,13 @@ class _Shot:
             belief[specks] = 0.5 * belief[stats.parent[specks]] + 0.5 * anything
         belief[0] = 0.0
         return belief, trust, carried.source
+
+    def _backdrop(self, k: int) -> np.ndarray:
+        """Which of the first k palette colors are scenery (sky, ground, hills)."""
+        out = np.zeros(k, bool)
+        n = min(k, self.objects.backdrop.size)
+        out[:n] = self.objects.backdrop[:n]
+        return out
 
     def _shape(self, stats: RegionStats, k: int) -> np.ndarray:
         shape = np.zeros((stats.count + 1, k))
