@@ -389,8 +389,8 @@ def main(argv=None) -> int:
         say()
         say("Where the wrong pixels are, as shares of all counted pixels (they add up to 100% minus "
             "'all pixels'): on characters; on scenery a keyframe shows; on scenery no keyframe shows "
-            "(hills that come into view during the pan; the synthetic hills alternate two greens along the "
-            "world, so such a hill's color is only known to a colorizer that infers the alternation). "
+            "(hills and clouds that come into view during the pan: every hill is the one green, every "
+            "cloud the one white, so a keyframe decides them, but they come in cut by the frame edge). "
             "The review mask: pixels whose confidence is below the backend's review threshold, as a share "
             "of all counted pixels, and the share of the wrong pixels it holds.")
         say()
