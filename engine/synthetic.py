@@ -276,6 +276,8 @@ class SyntheticShot:
         # The walk starts at the character's own place (sin = 0 at frame 0), so the opening
         # frame shows everyone whole, as an artist's reference frame would.
         phase[1:3] = rng.choice([0.0, np.pi], size=2)
+        # ... and with the arm hanging down, in front of no belly (a reference shows every part).
+        phase[6] = np.pi * (1 / 6 + (4 / 6) * phase[6] / (2 * np.pi))
         gaps = rng.integers(60, 140, size=max(1, self.num_frames // 60 + 1))
         blinks = np.cumsum(gaps) - rng.integers(0, 60)
         return _Character(k, palette, base_x, amp, freq, phase, blinks, self._exit_schedule(k), self._design(k))
