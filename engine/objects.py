@@ -57,6 +57,7 @@ class ObjectPalette:
     def __init__(self) -> None:
         self.member = np.zeros((0, 0), bool)  # (colors, objects)
         self.backdrop = np.zeros(0, bool)  # (colors,)
+        self.loose = np.zeros(0, bool)  # (colors,) seen as a lone prop somewhere (a cloud, a rock)
         self.parts: list[_Part] = []
 
     @property
@@ -83,6 +84,8 @@ class ObjectPalette:
         # shift an object's centre to wherever it is this time.
         own = self.member[:, first:].sum(axis=1) == 1
         for obj, g in enumerate(np.unique(group[group > 0]), start=first):
+            if np.flatnonzero(group == g).size < MIN_PARTS:
+                self.loose[np.unique(label[group == g])] = True
             rows = np.flatnonzero((group == g) & own[label])
             if rows.size < MIN_PARTS:
                 continue  # a lone cloud or rock has no layout to speak of
@@ -103,7 +106,9 @@ class ObjectPalette:
         member[: self.member.shape[0], : self.objects] = self.member
         backdrop = np.zeros(member.shape[0], bool)
         backdrop[: self.backdrop.size] = self.backdrop
-        self.member, self.backdrop = member, backdrop
+        loose = np.zeros(member.shape[0], bool)
+        loose[: self.loose.size] = self.loose
+        self.member, self.backdrop, self.loose = member, backdrop, loose
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where

@@ -1,12 +1,12 @@
-"""Scenery bands: the rows of the picture each backdrop color has been seen in.
+"""Scenery bands: the rows of the picture each scenery color has been seen in.
 
 A pan brings new scenery in at the frame edge, cut by it, so its shape says nothing, and
 its neighbours (sky above, ground below) fit a hill, the sky and the ground alike. What
 does tell them apart is height: the ground is below the horizon, clouds high up, hills
-between. So each backdrop color keeps the bands of rows it covered in the keyframes (and
+between. So each scenery color keeps the bands of rows it covered in the keyframes (and
 in frames where it was surely followed), widened a little for camera moves, and a region
-lying in rows a backdrop color was never seen in is less likely that color than another
-backdrop color that was. Only backdrop colors are judged: characters go anywhere.
+lying in rows a scenery color was never seen in is less likely that color than another
+scenery color that was. Only scenery colors are judged: characters go anywhere.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from longanim.engine.regions import RegionStats
 
 BANDS = 36  # rows of the picture are judged in this many bands
 WIDEN = 2  # bands each seen band is widened by on either side (a tilt, a bob of the camera)
-OUTSIDE = 2.0  # nats against a backdrop color for a region lying wholly where it was never seen
+OUTSIDE = 2.0  # nats against a scenery color for a region lying wholly where it was never seen
 
 
 class SceneryBands:
     def __init__(self) -> None:
         self.seen = np.zeros((0, BANDS), bool)  # (colors, bands), widened
 
-    def learn(self, stats: RegionStats, label: np.ndarray, backdrop: np.ndarray, sure: np.ndarray | None = None) -> None:
-        """Mark the bands each backdrop color covers in this frame (only `sure` regions count)."""
-        k = max(backdrop.size, int(label.max()) + 1)
+    def learn(self, stats: RegionStats, label: np.ndarray, scenery: np.ndarray, sure: np.ndarray | None = None) -> None:
+        """Mark the bands each scenery color covers in this frame (only `sure` regions count)."""
+        k = max(scenery.size, int(label.max()) + 1)
         self._grow(k)
-        backdrop = np.r_[backdrop.astype(bool), np.zeros(k - backdrop.size, bool)]
-        keep = backdrop[label] if sure is None else backdrop[label] & sure
+        scenery = np.r_[scenery.astype(bool), np.zeros(k - scenery.size, bool)]
+        keep = scenery[label] if sure is None else scenery[label] & sure
         keep[0] = False
         hist = self._histogram(stats)
         covered = np.zeros((k, BANDS))
@@ -40,13 +40,13 @@ class SceneryBands:
             seen[:, :-shift] |= covered[:, shift:] > 0
         self.seen[:k] |= seen
 
-    def evidence(self, stats: RegionStats, backdrop: np.ndarray, k: int) -> np.ndarray:
-        """((n+1) x k) log-evidence: 0 for colors that are not backdrop or whose bands hold the
-        region; down to -OUTSIDE for a backdrop color the region lies wholly outside of,
-        counted against the backdrop color that fits it best."""
+    def evidence(self, stats: RegionStats, scenery: np.ndarray, k: int) -> np.ndarray:
+        """((n+1) x k) log-evidence: 0 for colors that are not scenery or whose bands hold the
+        region; down to -OUTSIDE for a scenery color the region lies wholly outside of,
+        counted against the scenery color that fits it best."""
         self._grow(k)
         out = np.zeros((stats.count + 1, k))
-        judged = np.flatnonzero(backdrop[:k] & self.seen[:k].any(axis=1))
+        judged = np.flatnonzero(scenery[:k] & self.seen[:k].any(axis=1))
         if judged.size < 2:
             return out
         hist = self._histogram(stats)

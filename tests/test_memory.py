@@ -142,6 +142,22 @@ def test_keyframe_objects_are_the_characters_with_the_backdrop_set_aside():
     assert len(set(bodies)) == 3
 
 
+def test_a_prop_seen_alone_is_scenery_even_where_another_one_touches_a_character():
+    # Seed 9's opening frame: one cloud floats alone, another sits behind character 3's head, so
+    # the cloud color is also one of that character's colors. Scenery bands must still judge it.
+    shot = make_shot(1, 480, 270, seed=9)
+    palette = Palette()
+    seg, stats = look(shot.lineart(0))
+    objects = ObjectPalette()
+    objects.learn_keyframe(stats, labels_of(palette, shot.color(0), seg), len(palette))
+    cloud = palette.add(np.array([(236, 240, 250)], np.uint8))[0]
+    assert objects.member[cloud].sum() >= 2, "the scene no longer has a cloud touching a character"
+    assert objects.loose[cloud]
+    for c in (1, 2, 3):
+        body = tuple(int(v) for v in np.median(shot.color(0)[shot.region_map(0) == 16 * c], axis=0))
+        assert not objects.loose[palette.add(np.array([body], np.uint8))[0]]
+
+
 def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
     """One region of a later frame is unknown; the rest is given. The layout names it, and the
     other characters' colors are barred for it."""

@@ -126,12 +126,13 @@ def test_unseen_regions_are_flagged_for_review():
     assert result.info["review_fraction"] > 0.0
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [3, 6])
 def test_the_review_mask_holds_most_of_the_mistakes(seed):
-    """Over a long synthetic shot the colorizer does make mistakes (two close greens in the
-    scenery, pieces coming out from behind characters); most of them must be flagged, and the
-    flags must not cover the picture. Confidence that followed its own belief upwards flagged
-    56% and 21% of them on these two shots."""
+    """Over a long synthetic shot the colorizer does make mistakes (scenery uncovered behind a
+    character, pieces coming out from behind another one); most of them must be flagged, and
+    the flags must not cover the picture. These two shots are ones with mistakes to find at
+    this size (1.6-4% of the pixels wrong); the belief's own maximum as confidence flags only
+    44% of seed 3's."""
     from longanim.engine.synthetic import make_shot
 
     shot = make_shot(300, 160, 90, seed)

@@ -109,7 +109,7 @@ class _Shot:
             label = self._labels(key.color, seg)
             self.global_.learn(stats, label, _whole(stats), key.number, keyframe=True)
             self.objects.learn_keyframe(stats, label, len(self.palette))
-            self.bands.learn(stats, label, self._backdrop(len(self.palette)))
+            self.bands.learn(stats, label, self._scenery(len(self.palette)))
             self.seeds[key.number] = (stats, flow_image(seg.ink), label)
         if not len(self.palette):  # keyframes with no fill at all (solid ink): paper is all there is
             self.palette.add(np.array([[255, 255, 255]], np.uint8))
@@ -168,7 +168,7 @@ class _Shot:
             # confident mistake written into the global memory would come back to confirm itself.
             sure = (belief.max(axis=1) >= LEARN_BELIEF) & (followed >= LEARN_TRUST)
             self.global_.learn(stats, label, _whole(stats), number, sure=sure)
-            self.bands.learn(stats, label, self._backdrop(len(self.palette)), sure)
+            self.bands.learn(stats, label, self._scenery(len(self.palette)), sure)
         rgb, sure_map = render(lineart, color, confidence, seg.labels)
         below = cv2.compare(sure_map, self.backend.review_threshold * 255.0, cv2.CMP_LT)
         review = cv2.countNonZero(below) / below.size
@@ -231,7 +231,7 @@ class _Shot:
         placed = np.clip(1.0 - trust, LAYOUT_FOLLOWED, 1.0)[:, None]
         # Scenery new at the frame edge has no shape and fits between sky and ground whatever
         # it is; the rows it lies in say which scenery it can be.
-        bands = self.bands.evidence(stats, self._backdrop(k), k)
+        bands = self.bands.evidence(stats, self._scenery(k), k)
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
             score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands
@@ -245,11 +245,13 @@ class _Shot:
         belief[0] = 0.0
         return belief, trust, carried.source
 
-    def _backdrop(self, k: int) -> np.ndarray:
-        """Which of the first k palette colors are scenery (sky, ground, hills)."""
+    def _scenery(self, k: int) -> np.ndarray:
+        """Which of the first k palette colors are scenery: the keyframes' big colors (sky,
+        ground, hills) and those seen as a lone prop (a cloud, a rock), even where another
+        one touches a character."""
         out = np.zeros(k, bool)
         n = min(k, self.objects.backdrop.size)
-        out[:n] = self.objects.backdrop[:n]
+        out[:n] = self.objects.backdrop[:n] | self.objects.loose[:n]
         return out
 
     def _shape(self, stats: RegionStats, k: int) -> np.ndarray:
