@@ -35,6 +35,9 @@ AREA_SPREAD = 0.5
 CUT_AREA_SPREAD = 1.5  # ... for a part seen cut in pieces, how much bigger it may be
 ANCHOR_SURE = 0.8  # parts believed at least this surely place their object
 CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place it left to right too
+TAKEN_SHARE = 0.7  # a settled region this big against the part's keyframe region shows it whole
+CLAIMANT_SHARE = 0.3  # ... and a region this big is a second copy of it, not a piece cut off it
+TAKEN_ODDS = 0.05  # how likely a part already shown whole is another region too
 MIN_PARTS = 3  # objects with fewer own regions have no layout
 LAYOUT_ODD = 0.2  # a part anywhere at all (an arm swung wide, a half-hidden head)
 LAYOUT_SPECIFIC = 3.0  # nats a part in its place is likelier than anywhere
@@ -58,6 +61,8 @@ class ObjectPalette:
         self.member = np.zeros((0, 0), bool)  # (colors, objects)
         self.backdrop = np.zeros(0, bool)  # (colors,)
         self.loose = np.zeros(0, bool)  # (colors,) seen as a lone prop somewhere (a cloud, a rock)
+        self.copies = np.zeros(0, np.int64)  # (colors,) most regions of the color in one keyframe object
+        self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
         self.parts: list[_Part] = []
 
     @property
@@ -96,6 +101,10 @@ class ObjectPalette:
             members = np.flatnonzero(group == g)
             for c in np.unique(label[members]):
                 rows_c = members[label[members] == c]
+                # How many regions show it (two pupils), not counting specks between crossing lines.
+                biggest = float(stats.area[rows_c].max())
+                self.copies[c] = max(self.copies[c], int((stats.area[rows_c] >= TAKEN_SHARE * biggest).sum()))
+                self.whole_area[c] = max(self.whole_area[c], biggest)
                 where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
                 x, y = (where - centre) / size
                 self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1))
@@ -108,7 +117,12 @@ class ObjectPalette:
         backdrop[: self.backdrop.size] = self.backdrop
         loose = np.zeros(member.shape[0], bool)
         loose[: self.loose.size] = self.loose
+        copies = np.zeros(member.shape[0], np.int64)
+        copies[: self.copies.size] = self.copies
+        whole_area = np.zeros(member.shape[0])
+        whole_area[: self.whole_area.size] = self.whole_area
         self.member, self.backdrop, self.loose = member, backdrop, loose
+        self.copies, self.whole_area = copies, whole_area
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
@@ -155,6 +169,30 @@ class ObjectPalette:
         count = np.bincount(belief[held].argmax(axis=1), minlength=k)[:k]
         # Only colors one object has (eye-white is everyone's; two eyes are two regions).
         return (self.member[:k].sum(axis=1) == 1) & (count >= 1)
+
+    def taken(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
+        """((n+1) x colors) log-evidence: low for a character's part that settled regions, each
+        about as big as the whole part, already show as often as the keyframe did (one body, two
+        pupils). Two characters overlapping form one group, so the bar on objects seen elsewhere
+        cannot keep the one behind from wearing the front one's colors; this does."""
+        k = belief.shape[1]
+        self._grow(k, self.objects)
+        out = np.zeros((stats.count + 1, k))
+        exclusive = (self.member[:k].sum(axis=1) == 1) & ~self.backdrop[:k] & ~self.loose[:k] & (self.copies[:k] > 0)
+        label = belief.argmax(axis=1)
+        whole = settled & ~stats.border & (stats.samples >= 6) & exclusive[label] \
+            & (stats.area >= TAKEN_SHARE * self.whole_area[:k][label])
+        whole[0] = False
+        held = np.bincount(label[whole], minlength=k)[:k]
+        full = exclusive & (held >= self.copies[:k])
+        if not full.any():
+            return out
+        # Only a region big enough to be another whole copy: a piece an arm cut off is the part too.
+        big = stats.area[:, None] >= CLAIMANT_SHARE * self.whole_area[:k][None, :]
+        out[:, full] = np.where(big[:, full], np.log(TAKEN_ODDS), 0.0)
+        rows = np.flatnonzero(whole)
+        out[rows, label[rows]] = 0.0  # the holders themselves
+        return out
 
     def _bar(self, group: np.ndarray, tally: np.ndarray, member: np.ndarray) -> np.ndarray:
         """Colors of objects surely seen in another group."""

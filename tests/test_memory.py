@@ -158,6 +158,38 @@ def test_a_prop_seen_alone_is_scenery_even_where_another_one_touches_a_character
         assert not objects.loose[palette.add(np.array([body], np.uint8))[0]]
 
 
+def test_a_part_shown_whole_is_not_also_another_region():
+    """Overlapping characters are one group, so nothing else stops the one behind from wearing
+    the front one's body. Once settled regions show a part whole, as often as the keyframe did
+    (one body, two pupils), any other region wearing it is unlikely."""
+    shot = make_shot(40, 480, 270, seed=0)
+    palette = Palette()
+    key_seg, key = look(shot.lineart(0))
+    objects = ObjectPalette()
+    objects.learn_keyframe(key, labels_of(palette, shot.color(0), key_seg), len(palette))
+    seg, stats = look(shot.lineart(30))
+    truth = labels_of(palette, shot.color(30), seg)
+    belief = one_hot(truth, len(palette))
+    settled = np.ones(stats.count + 1, bool)
+
+    def region_of(c, part):
+        mask = (shot.region_map(30) == 16 * c + part) & (seg.labels > 0)
+        return np.bincount(seg.labels[mask]).argmax()
+
+    body2, body1 = region_of(2, 0), region_of(1, 0)
+    assert not stats.border[body2] and not stats.border[body1]
+    taken = objects.taken(stats, belief, settled)
+    assert taken[body1, truth[body2]] < -2.0  # character 1's body is not character 2's too
+    assert taken[body2, truth[body2]] == 0.0 and taken[body1, truth[body1]] == 0.0
+    small = np.flatnonzero(stats.area < 0.2 * stats.area[body2])[1:]  # a piece an arm could cut off
+    assert small.size and (taken[small, truth[body2]] == 0.0).all()
+    pupils = [region_of(2, 7), region_of(2, 8)]  # PUPIL_L, PUPIL_R: one color, two regions
+    assert truth[pupils[0]] == truth[pupils[1]] and objects.copies[truth[pupils[0]]] == 2
+    assert taken[pupils[0], truth[pupils[0]]] == 0.0 and taken[pupils[1], truth[pupils[1]]] == 0.0
+    # Nobody settled: nothing is taken.
+    assert not objects.taken(stats, belief, np.zeros_like(settled)).any()
+
+
 def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
     """One region of a later frame is unknown; the rest is given. The layout names it, and the
     other characters' colors are barred for it."""

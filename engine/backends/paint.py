@@ -232,9 +232,12 @@ class _Shot:
         # Scenery new at the frame edge has no shape and fits between sky and ground whatever
         # it is; the rows it lies in say which scenery it can be.
         bands = self.bands.evidence(stats, self._scenery(k), k)
+        # A part that settled regions already show whole is not also this region (the character
+        # behind wearing the front one's body, found by shape while the two overlap).
+        taken = self.objects.taken(stats, followed, settled)
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
-            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands
+            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
