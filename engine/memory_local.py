@@ -39,6 +39,7 @@ CLEAN = 0.7  # a region taking this much of its pixels from one source continues
 CHANGED_TRUST = 0.5  # at most this much less trust for a continuation that changed shape at once
 SHAPE_SLACK = 2.0  # squared shape change (in RECENT_SCALE units) a continuation may show at no cost
 MOVE_REGIONS = 400  # at most this many regions per frame are matched by shape and place
+WHOLE_AGAIN = 0.9  # a region whose main heir is at least this big goes on whole there
 MOVED_AWAY = 0.1  # weight of pixels from a region that visibly moved elsewhere
 RECENT_REACH = 0.1  # regions are matched by shape to last frame's within this fraction of the frame
 RECENT_SCALE = np.array([0.2, 0.2, 0.2, 0.25, 0.2], np.float32)  # one frame apart shapes barely change
@@ -166,6 +167,16 @@ class LocalMemory:
         counts = np.minimum(counts, prev.samples[source] * GROWTH + 4)
         # Pixels of a region that moved elsewhere are uncovered ground, not that region.
         counts = np.where((went[source] > 0) & (went[source] != owner), counts * MOVED_AWAY, counts)
+        # The same for any region that goes on about as big as it was in one place (its main
+        # heir): whatever else took its pixels was under it, uncovered as it moved on (the hill
+        # behind a hat brim walking off, the body of the character behind). Found from the
+        # pixels, so it works for regions cut by the frame edge or too alike to match by shape.
+        if counts.size:
+            order = np.lexsort((counts, source))
+            heir = np.zeros(prev.count + 1, np.int64)
+            heir[source[order]] = owner[order]
+            whole = (heir > 0) & (stats.samples[heir] >= WHOLE_AGAIN * prev.samples) & (prev.samples >= MIN_SAMPLES)
+            counts = np.where(whole[source] & (owner != heir[source]), counts * MOVED_AWAY, counts)
         # A small piece of a big source (a shape in front of the sky, a part newly revealed)
         # is that source less often than its pixels say.
         outgoing = np.bincount(source, counts, minlength=prev.count + 1)
