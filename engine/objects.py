@@ -89,16 +89,16 @@ class ObjectPalette:
         # shift an object's centre to wherever it is this time.
         own = self.member[:, first:].sum(axis=1) == 1
         for obj, g in enumerate(np.unique(group[group > 0]), start=first):
-            if np.flatnonzero(group == g).size < MIN_PARTS:
-                self.loose[np.unique(label[group == g])] = True
-            rows = np.flatnonzero((group == g) & own[label])
+            members = np.flatnonzero(group == g)
+            if members.size < MIN_PARTS:
+                self.loose[np.unique(label[members])] = True
+            rows = members[own[label[members]]]
             if rows.size < MIN_PARTS:
                 continue  # a lone cloud or rock has no layout to speak of
             centre, size, total = _frame_of(stats, rows, np.ones(rows.size))
             # A part is all the object's regions of one color together: a belly the arm cuts
             # into slivers in the keyframe is still one belly, where the slivers are, as big as
             # them all. (Shared colors too: where its eyes are.)
-            members = np.flatnonzero(group == g)
             for c in np.unique(label[members]):
                 rows_c = members[label[members] == c]
                 # How many regions show it (two pupils), not counting specks between crossing lines.
@@ -113,16 +113,10 @@ class ObjectPalette:
     def _grow(self, colors: int, objects: int) -> None:
         member = np.zeros((max(colors, self.member.shape[0]), max(objects, self.objects)), bool)
         member[: self.member.shape[0], : self.objects] = self.member
-        backdrop = np.zeros(member.shape[0], bool)
-        backdrop[: self.backdrop.size] = self.backdrop
-        loose = np.zeros(member.shape[0], bool)
-        loose[: self.loose.size] = self.loose
-        copies = np.zeros(member.shape[0], np.int64)
-        copies[: self.copies.size] = self.copies
-        whole_area = np.zeros(member.shape[0])
-        whole_area[: self.whole_area.size] = self.whole_area
-        self.member, self.backdrop, self.loose = member, backdrop, loose
-        self.copies, self.whole_area = copies, whole_area
+        self.member = member
+        n = member.shape[0]
+        self.backdrop, self.loose = _padded(self.backdrop, n), _padded(self.loose, n)
+        self.copies, self.whole_area = _padded(self.copies, n), _padded(self.whole_area, n)
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
@@ -290,6 +284,13 @@ class ObjectPalette:
         xw = np.array(x_weights)
         x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
         return np.array([x, y]), size
+
+
+def _padded(per_color: np.ndarray, n: int) -> np.ndarray:
+    """A per-color array zero-padded to n colors."""
+    out = np.zeros(n, per_color.dtype)
+    out[: per_color.size] = per_color
+    return out
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

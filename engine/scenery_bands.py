@@ -23,6 +23,7 @@ OUTSIDE = 2.0  # nats against a scenery color for a region lying wholly where it
 class SceneryBands:
     def __init__(self) -> None:
         self.seen = np.zeros((0, BANDS), bool)  # (colors, bands), widened
+        self._last: tuple[RegionStats, np.ndarray] | None = None  # a frame is read, then learnt from
 
     def learn(self, stats: RegionStats, label: np.ndarray, scenery: np.ndarray, sure: np.ndarray | None = None) -> None:
         """Mark the bands each scenery color covers in this frame (only `sure` regions count)."""
@@ -56,11 +57,15 @@ class SceneryBands:
         return out
 
     def _histogram(self, stats: RegionStats) -> np.ndarray:
-        """Grid samples of each region per band of rows."""
+        """Grid samples of each region per band of rows (kept for the frame last asked about)."""
+        if self._last is not None and self._last[0] is stats:
+            return self._last[1]
         gh, gw = stats.grid.shape
         band = (np.arange(gh) * BANDS // gh).astype(np.int64)
         codes = stats.grid.astype(np.int64) * BANDS + band[:, None]
-        return np.bincount(codes.ravel(), minlength=(stats.count + 1) * BANDS).reshape(-1, BANDS).astype(float)
+        hist = np.bincount(codes.ravel(), minlength=(stats.count + 1) * BANDS).reshape(-1, BANDS).astype(float)
+        self._last = (stats, hist)
+        return hist
 
     def _grow(self, k: int) -> None:
         if k > self.seen.shape[0]:

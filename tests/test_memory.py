@@ -126,6 +126,18 @@ def opening_objects():
     return shot, palette, seg, stats, label, objects
 
 
+def objects_and_frame(i):
+    """Objects learnt from seed 0's opening frame, and frame i with its true colors:
+    (shot, palette, objects, seg, stats, truth)."""
+    shot = make_shot(40, 480, 270, seed=0)
+    palette = Palette()
+    key_seg, key = look(shot.lineart(0))
+    objects = ObjectPalette()
+    objects.learn_keyframe(key, labels_of(palette, shot.color(0), key_seg), len(palette))
+    seg, stats = look(shot.lineart(i))
+    return shot, palette, objects, seg, stats, labels_of(palette, shot.color(i), seg)
+
+
 def test_keyframe_objects_are_the_characters_with_the_backdrop_set_aside():
     shot, palette, seg, stats, label, objects = opening_objects()
     sky, ground = palette.add(np.array([(150, 200, 238), (196, 184, 120)], np.uint8))
@@ -162,13 +174,7 @@ def test_a_part_shown_whole_is_not_also_another_region():
     """Overlapping characters are one group, so nothing else stops the one behind from wearing
     the front one's body. Once settled regions show a part whole, as often as the keyframe did
     (one body, two pupils), any other region wearing it is unlikely."""
-    shot = make_shot(40, 480, 270, seed=0)
-    palette = Palette()
-    key_seg, key = look(shot.lineart(0))
-    objects = ObjectPalette()
-    objects.learn_keyframe(key, labels_of(palette, shot.color(0), key_seg), len(palette))
-    seg, stats = look(shot.lineart(30))
-    truth = labels_of(palette, shot.color(30), seg)
+    shot, palette, objects, seg, stats, truth = objects_and_frame(30)
     belief = one_hot(truth, len(palette))
     settled = np.ones(stats.count + 1, bool)
 
@@ -193,13 +199,7 @@ def test_a_part_shown_whole_is_not_also_another_region():
 def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
     """One region of a later frame is unknown; the rest is given. The layout names it, and the
     other characters' colors are barred for it."""
-    shot = make_shot(40, 480, 270, seed=0)
-    palette = Palette()
-    key_seg, key = look(shot.lineart(0))
-    objects = ObjectPalette()
-    objects.learn_keyframe(key, labels_of(palette, shot.color(0), key_seg), len(palette))
-    seg, stats = look(shot.lineart(30))
-    truth = labels_of(palette, shot.color(30), seg)
+    shot, palette, objects, seg, stats, truth = objects_and_frame(30)
     k = len(palette)
     right = 0
     tested = 0
