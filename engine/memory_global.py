@@ -182,6 +182,13 @@ class GlobalMemory:
         near = np.exp(SHAPE_SPECIFIC - best / 2.0)  # 0 for colors with no view
         return np.log((1.0 - SHAPE_ODD) * near + SHAPE_ODD)
 
+    def largest(self, k: int) -> np.ndarray:
+        """Per color, the log area of its biggest view (-inf for a color with none)."""
+        out = np.full(k, -np.inf)
+        if len(self):
+            np.maximum.at(out, self.color[self.color < k], self.features[self.color < k, 0].astype(np.float64))
+        return out
+
     def context_loglik(self, stats: RegionStats, belief: np.ndarray) -> np.ndarray:
         """((n+1) x palette) log-likelihood of each region's neighbours under each color of the
         region, neighbours weighed by their share of its boundary and by what they are believed to be."""

@@ -63,6 +63,7 @@ class ObjectPalette:
         self.loose = np.zeros(0, bool)  # (colors,) seen as a lone prop somewhere (a cloud, a rock)
         self.copies = np.zeros(0, np.int64)  # (colors,) most regions of the color in one keyframe object
         self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
+        self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
         self.parts: list[_Part] = []
 
     @property
@@ -106,6 +107,7 @@ class ObjectPalette:
                 self.copies[c] = max(self.copies[c], int((stats.area[rows_c] >= TAKEN_SHARE * biggest).sum()))
                 self.whole_area[c] = max(self.whole_area[c], biggest)
                 where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
+                self.part_area[c] = max(self.part_area[c], area)
                 x, y = (where - centre) / size
                 self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1))
         self.member[self.backdrop] = False
@@ -117,6 +119,11 @@ class ObjectPalette:
         n = member.shape[0]
         self.backdrop, self.loose = _padded(self.backdrop, n), _padded(self.loose, n)
         self.copies, self.whole_area = _padded(self.copies, n), _padded(self.whole_area, n)
+        self.part_area = _padded(self.part_area, n)
+
+    def pad(self, colors: int) -> None:
+        """Make room for palette colors added since (a keyframe met later)."""
+        self._grow(colors, self.objects)
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where

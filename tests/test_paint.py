@@ -388,3 +388,24 @@ def test_what_a_part_uncovers_as_it_moves_on_does_not_take_its_color():
         wrong += (scenery & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
         counted += scenery.sum()
     assert wrong < 0.004 * counted, f"{wrong / counted:.2%} of the scenery wrong"
+
+
+def test_a_strip_of_scenery_is_not_taken_for_a_part_far_smaller_than_it():
+    """Seed 0: as a character walks to the frame edge, the strip of hill between it and the
+    edge is cut off by it, a region on the character's side of the old outline. Taken for one
+    of the character's parts, it went on so as it widened, to several times any size that
+    part ever had: 0.21% of the scenery of frames 70-99 was wrong. A region far bigger than
+    every view of a part is not that part: 0.05%."""
+    from longanim.engine.synthetic import make_shot
+
+    shot = make_shot(500, 480, 270, seed=0)
+    keys = [Keyframe(0, shot.color(0), shot.lineart(0))]
+    wrong = counted = 0
+    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(100)), keys):
+        if out.number < 70:
+            continue
+        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
+        scenery = keep & (shot.character_mask(out.number) == 0)
+        wrong += (scenery & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
+        counted += scenery.sum()
+    assert wrong < 0.001 * counted, f"{wrong / counted:.3%} of the scenery wrong"
