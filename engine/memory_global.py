@@ -185,8 +185,7 @@ class GlobalMemory:
     def largest(self, k: int) -> np.ndarray:
         """Per color, the log area of its biggest view (-inf for a color with none)."""
         out = np.full(k, -np.inf)
-        if len(self):
-            np.maximum.at(out, self.color[self.color < k], self.features[self.color < k, 0].astype(np.float64))
+        np.maximum.at(out, self.color, self.features[:, 0].astype(np.float64))
         return out
 
     def context_loglik(self, stats: RegionStats, belief: np.ndarray) -> np.ndarray:

@@ -38,6 +38,8 @@ CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place
 TAKEN_SHARE = 0.5  # a settled region this big against the part's keyframe region shows it whole (characters change size with depth)
 CLAIMANT_SHARE = 0.3  # ... and a region this big is a second copy of it, not a piece cut off it
 TAKEN_ODDS = 0.05  # how likely a part already shown whole is another region too
+TOO_BIG = 2.0  # a region this many times the area of every view of a part's color is not that part
+TOO_BIG_WEIGHT = 3.0  # nats against it per e-fold of area beyond that
 MIN_PARTS = 3  # objects with fewer own regions have no layout
 LAYOUT_ODD = 0.2  # a part anywhere at all (an arm swung wide, a half-hidden head)
 LAYOUT_SPECIFIC = 3.0  # nats a part in its place is likelier than anywhere
@@ -121,10 +123,6 @@ class ObjectPalette:
         self.copies, self.whole_area = _padded(self.copies, n), _padded(self.whole_area, n)
         self.part_area = _padded(self.part_area, n)
 
-    def pad(self, colors: int) -> None:
-        """Make room for palette colors added since (a keyframe met later)."""
-        self._grow(colors, self.objects)
-
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
         the color's object is surely elsewhere, and `layout`, high where the region sits like
@@ -193,6 +191,25 @@ class ObjectPalette:
         out[:, full] = np.where(big[:, full], np.log(TAKEN_ODDS), 0.0)
         rows = np.flatnonzero(whole)
         out[rows, label[rows]] = 0.0  # the holders themselves
+        return out
+
+    def too_big(self, stats: RegionStats, largest_view: np.ndarray) -> np.ndarray:
+        """((n+1) x colors) log-evidence against colors of parts and props far smaller than the
+        region; `largest_view`: per color, the log area of its biggest view in the global memory.
+        A part half hidden, squashed or seen from a new side may look like anything, but it is
+        never much bigger than it ever was: the strip of hill beside a character is not the
+        character's arm, the body coming out from behind another is not a rock. Backdrop colors
+        (sky, ground, hills) come in any size and are not judged."""
+        k = largest_view.size
+        self._grow(k, self.objects)
+        # A part the keyframe showed in pieces (a belly behind an arm) is as big as them all.
+        together = self.part_area[:k]
+        largest = np.where(together > 0, np.maximum(largest_view, np.log(np.maximum(together, 1.0))), largest_view)
+        judged = np.flatnonzero(~self.backdrop[:k] & np.isfinite(largest))
+        out = np.zeros((stats.count + 1, k))
+        excess = np.log(np.maximum(stats.area, 1.0))[:, None] - largest[judged][None, :] - np.log(TOO_BIG)
+        out[:, judged] = -TOO_BIG_WEIGHT * np.maximum(excess, 0.0)
+        out[0] = 0.0
         return out
 
     def _bar(self, group: np.ndarray, tally: np.ndarray, member: np.ndarray) -> np.ndarray:

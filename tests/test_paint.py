@@ -377,17 +377,26 @@ def test_what_a_part_uncovers_as_it_moves_on_does_not_take_its_color():
     at a time, on pixels that were the character's. Taking its colors (then growing with the
     hill) put 0.8% of the scenery pixels of these 200 frames wrong; not counting a region's old
     pixels for whatever took them where the region goes on whole elsewhere, 0.2%."""
+    wrong, counted = scenery_wrong(seed=4, frames=range(200))
+    assert wrong < 0.004 * counted, f"{wrong / counted:.2%} of the scenery wrong"
+
+
+def scenery_wrong(seed, frames):
+    """(wrong, counted) scenery pixels away from lines over `frames` of a synthetic shot
+    colorized from its first frame."""
     from longanim.engine.synthetic import make_shot
 
-    shot = make_shot(500, 480, 270, seed=4)
+    shot = make_shot(500, 480, 270, seed=seed)
     keys = [Keyframe(0, shot.color(0), shot.lineart(0))]
     wrong = counted = 0
-    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(200)), keys):
+    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(frames.stop)), keys):
+        if out.number not in frames:
+            continue
         keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
         scenery = keep & (shot.character_mask(out.number) == 0)
         wrong += (scenery & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
         counted += scenery.sum()
-    assert wrong < 0.004 * counted, f"{wrong / counted:.2%} of the scenery wrong"
+    return wrong, counted
 
 
 def test_a_strip_of_scenery_is_not_taken_for_a_part_far_smaller_than_it():
@@ -396,16 +405,5 @@ def test_a_strip_of_scenery_is_not_taken_for_a_part_far_smaller_than_it():
     of the character's parts, it went on so as it widened, to several times any size that
     part ever had: 0.21% of the scenery of frames 70-99 was wrong. A region far bigger than
     every view of a part is not that part: 0.05%."""
-    from longanim.engine.synthetic import make_shot
-
-    shot = make_shot(500, 480, 270, seed=0)
-    keys = [Keyframe(0, shot.color(0), shot.lineart(0))]
-    wrong = counted = 0
-    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(100)), keys):
-        if out.number < 70:
-            continue
-        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-        scenery = keep & (shot.character_mask(out.number) == 0)
-        wrong += (scenery & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
-        counted += scenery.sum()
+    wrong, counted = scenery_wrong(seed=0, frames=range(70, 100))
     assert wrong < 0.001 * counted, f"{wrong / counted:.3%} of the scenery wrong"

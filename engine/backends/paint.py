@@ -7,7 +7,7 @@ last frame's beliefs over, as far as each region plausibly continues what was th
 its shape and the colors around it (engine/memory_global.py), and where it sits in the
 character it hangs on (engine/objects.py), and for scenery the rows of the picture it lies
 in (engine/scenery_bands.py); and no region is taken for a part or prop far smaller than
-it ever was. Their product is the new belief: the paper's dynamic global-local memory, at
+it ever was (engine/objects.py). Their product is the new belief: the paper's dynamic global-local memory, at
 region level.
 
 Where following is in doubt (a turn-around, a character coming out from behind another
@@ -47,8 +47,6 @@ LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach t
 LEARN_TRUST = 0.9
 HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
 REVIEW_THRESHOLD = 0.7  # confidence below this asks an artist to look
-TOO_BIG = 2.0  # a region this many times the area of every view of a part's color is not that part
-TOO_BIG_WEIGHT = 3.0  # nats against it per e-fold of area beyond that
 GOES_ON = 0.5  # a region continuing the last frame with this much trust carries its assurance on
 
 
@@ -238,7 +236,8 @@ class _Shot:
         # A part that settled regions already show whole is not also this region (the character
         # behind wearing the front one's body, found by shape while the two overlap).
         taken = self.objects.taken(stats, followed, settled)
-        too_big = self._too_big(stats, k)
+        # No region is a part or prop far smaller than it ever was (a strip of hill is no arm).
+        too_big = self.objects.too_big(stats, self.global_.largest(k))
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
             score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big
@@ -251,24 +250,6 @@ class _Shot:
             belief[specks] = 0.5 * belief[stats.parent[specks]] + 0.5 * anything
         belief[0] = 0.0
         return belief, trust, carried.source
-
-    def _too_big(self, stats: RegionStats, k: int) -> np.ndarray:
-        """((n+1) x k) log-evidence against colors of parts and props far smaller than the region.
-        A part half hidden, squashed or seen from a new side may look like anything, but it is
-        never much bigger than it ever was: the strip of hill beside a character is not the
-        character's arm, the body coming out from behind another is not a rock. Backdrop colors
-        (sky, ground, hills) come in any size and are not judged."""
-        largest = self.global_.largest(k)
-        # A part the keyframe showed in pieces (a belly behind an arm) is as big as them all.
-        self.objects.pad(k)
-        together = self.objects.part_area[:k]
-        largest = np.where(together > 0, np.maximum(largest, np.log(np.maximum(together, 1.0))), largest)
-        judged = np.flatnonzero(~self.objects.backdrop[:k] & np.isfinite(largest))
-        out = np.zeros((stats.count + 1, k))
-        excess = np.log(np.maximum(stats.area, 1.0))[:, None] - largest[judged][None, :] - np.log(TOO_BIG)
-        out[:, judged] = -TOO_BIG_WEIGHT * np.maximum(excess, 0.0)
-        out[0] = 0.0
-        return out
 
     def _scenery(self, k: int) -> np.ndarray:
         """Which of the first k palette colors are scenery: the keyframes' big colors (sky,
