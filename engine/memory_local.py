@@ -93,7 +93,7 @@ class LocalMemory:
         went[src] = dst
         # Flow follows motion but breaks on sudden changes; plain overlap survives those.
         moved = self._follow(stats, self._previous_labels_seen_from(stats, small), belief, went)
-        still = self._follow(stats, self.stats.grid.astype(np.int64), belief, went)
+        still = self._follow(stats, self.stats.sparse, belief, went)
         better = still.trust * still.belief.max(axis=1) > moved.trust * moved.belief.max(axis=1)
         for name in ("belief", "trust", "source"):
             getattr(moved, name)[better] = getattr(still, name)[better]
@@ -146,21 +146,24 @@ class LocalMemory:
         return cand[j[keep]], rows[i[keep]], sure[keep]
 
     def _previous_labels_seen_from(self, stats: RegionStats, small: np.ndarray) -> np.ndarray:
-        """Last frame's label at the place each current grid sample came from (-1 = outside)."""
+        """Last frame's label at the place each current sparse-grid sample came from (-1 = outside)."""
         flow = self._flow.calc(small, self.small, None)  # small(x) ~ previous(x + flow(x))
-        gh, gw = stats.grid.shape
+        gh, gw = stats.sparse.shape
         sh, sw = small.shape
         flow = cv2.resize(flow, (gw, gh), interpolation=cv2.INTER_LINEAR)
         gx, gy = _grid_coords(gw, gh)
         map_x = gx + flow[..., 0] * (gw / sw)
         map_y = gy + flow[..., 1] * (gh / sh)
-        return cv2.remap(self.stats.grid.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=-1).astype(np.int64)
+        return cv2.remap(self.stats.sparse.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=-1).astype(np.int32)
 
     def _follow(self, stats: RegionStats, warped: np.ndarray, belief: np.ndarray, went: np.ndarray) -> Carried:
         """Each region inherits its sources' beliefs, weighed by how plausibly it continues each."""
         n, prev = stats.count, self.stats
-        owner, source, counts, seen = _pairs(stats.grid, warped, n, prev.count)
+        owner, source, counts, seen = _pairs(stats.sparse, warped, n, prev.count)
+        # Counted on the sparse grid; in grid samples, like the regions' sizes.
+        counts *= stats.thinning**2
+        seen *= stats.thinning**2
         # Line samples say nothing; samples from outside the frame are new content.
         on_region = source >= 1
         owner, source, counts = owner[on_region], source[on_region], counts[on_region]
@@ -229,10 +232,11 @@ class LocalMemory:
 def _pairs(grid: np.ndarray, warped: np.ndarray, n: int, m: int):
     """(current label, previous label, samples) for every pair that co-occurs, and samples
     per current region not on a previous line. Previous label -1 = outside the frame."""
-    cur = grid.ravel().astype(np.int64)
-    prev = warped.ravel().astype(np.int64)
     width = m + 2
-    codes = cur * width + (prev + 1)
+    codes = grid.astype(np.int64).ravel()  # in place from here: a 1080p grid is half a million samples
+    codes *= width
+    codes += warped.ravel()
+    codes += 1
     if (n + 1) * width <= 4_000_000:
         table = np.bincount(codes, minlength=(n + 1) * width)
         keys = np.flatnonzero(table)

@@ -55,6 +55,16 @@ class _Part:
     cut: bool = False  # seen in pieces in the keyframe (an arm across it): it may well be bigger
 
 
+@dataclass
+class _Layout:
+    """One object's parts side by side, for scoring many regions at once."""
+    color: np.ndarray
+    xy: np.ndarray
+    area: np.ndarray
+    cut: np.ndarray
+    part_of: dict[int, _Part]
+
+
 class ObjectPalette:
     """Which keyframe objects each palette color belongs to, their layouts, and which colors
     are backdrop."""
@@ -67,6 +77,7 @@ class ObjectPalette:
         self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
         self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
         self.parts: list[_Part] = []
+        self._layout_cache: dict[int, _Layout] | None = None
 
     @property
     def objects(self) -> int:
@@ -112,6 +123,7 @@ class ObjectPalette:
                 self.part_area[c] = max(self.part_area[c], area)
                 x, y = (where - centre) / size
                 self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1))
+                self._layout_cache = None
         self.member[self.backdrop] = False
 
     def _grow(self, colors: int, objects: int) -> None:
@@ -232,14 +244,9 @@ class ObjectPalette:
         """Where each region sits in its group, against where each object's parts sat."""
         k = self.member.shape[0]
         out = np.full((group.size, k), np.log(LAYOUT_ODD))
-        if not self.parts:
+        layouts = self._layouts()
+        if not layouts:
             return out
-        parts = self.parts
-        p_obj = np.array([p.obj for p in parts])
-        p_color = np.array([p.color for p in parts])
-        p_xy = np.array([(p.x, p.y) for p in parts])
-        p_area = np.array([p.area for p in parts])
-        p_cut = np.array([p.cut for p in parts])
         exclusive = self.member[:k].sum(axis=1) == 1
         own = belief @ (self.member[:k] & exclusive[:, None]).astype(float)  # (n+1, objects)
         whole = ~stats.border & (stats.samples >= 6)
@@ -247,9 +254,8 @@ class ObjectPalette:
         np.logical_or.at(cut, group, stats.border)
         for g in np.unique(group[figure]):
             rows = np.flatnonzero(group == g)
-            for obj in range(self.objects):
-                mine = np.flatnonzero(p_obj == obj)
-                frame = self._anchored_frame(stats, rows, own[rows, obj] * whole[rows], belief[rows], mine)
+            for obj, lay in layouts.items():
+                frame = _anchored_frame(stats, rows, own[rows, obj] * whole[rows], belief[rows], lay)
                 if frame is None:
                     # Nothing of the object known here yet: try the group (less whatever is
                     # surely another object) as the whole object, if the frame edge cuts none of it.
@@ -266,48 +272,59 @@ class ObjectPalette:
                 xy = (stats.centroid[rows] - centre) / size
                 xy[:, 0] = np.abs(xy[:, 0])
                 area = np.log(np.maximum(stats.area[rows], 1.0) / total)
-                d2 = np.sum((xy[:, None, :] - p_xy[mine][None, :, :]) ** 2, axis=2) / LAYOUT_SPREAD**2
-                bigger = area[:, None] - p_area[mine][None, :]
-                spread = np.where((bigger > 0) & p_cut[mine][None, :], CUT_AREA_SPREAD, AREA_SPREAD)
+                d2 = np.sum((xy[:, None, :] - lay.xy[None, :, :]) ** 2, axis=2) / LAYOUT_SPREAD**2
+                bigger = area[:, None] - lay.area[None, :]
+                spread = np.where((bigger > 0) & lay.cut[None, :], CUT_AREA_SPREAD, AREA_SPREAD)
                 d2 += (bigger / spread) ** 2
                 score = np.log((1.0 - LAYOUT_ODD) * np.exp(LAYOUT_SPECIFIC - d2 / 2.0) + LAYOUT_ODD)
-                for j, part in enumerate(mine):
-                    c = p_color[part]
-                    out[rows, c] = np.maximum(out[rows, c], score[:, j])
+                at = np.ix_(rows, lay.color)  # an object has one part per color
+                out[at] = np.maximum(out[at], score)
         return out
 
+    def _layouts(self) -> dict[int, _Layout]:
+        """Per object with a layout, its parts as arrays (built once per keyframe learned)."""
+        if self._layout_cache is None:
+            self._layout_cache = {}
+            for obj in sorted({p.obj for p in self.parts}):
+                mine = [p for p in self.parts if p.obj == obj]
+                self._layout_cache[obj] = _Layout(
+                    color=np.array([p.color for p in mine]),
+                    xy=np.array([(p.x, p.y) for p in mine]),
+                    area=np.array([p.area for p in mine]),
+                    cut=np.array([p.cut for p in mine]),
+                    part_of={p.color: p for p in mine},
+                )
+        return self._layout_cache
 
-    def _anchored_frame(self, stats: RegionStats, rows: np.ndarray, sure: np.ndarray, belief: np.ndarray,
-                        mine: np.ndarray):
-        """The object's centre and size as its surely identified, whole parts place it: each
-        such part says how big the object must be (from its share of the object's area) and
-        where its centre is (from where the part sits in it). Works with the object half hidden
-        behind another or half out of frame, where the visible regions' own centre would not."""
-        anchors = np.flatnonzero(sure >= ANCHOR_SURE)
-        if anchors.size == 0:
-            return None
-        # The object's biggest part of each color (one per color since parts are merged by color).
-        part_of = {self.parts[p].color: self.parts[p] for p in sorted(mine, key=lambda p: self.parts[p].area)}
-        sizes, ys, xs, weights, x_weights = [], [], [], [], []
-        for a in anchors:
-            r = rows[a]
-            part = part_of.get(int(belief[a].argmax()))
-            if part is None:
-                continue
-            size = np.sqrt(stats.area[r] / np.exp(part.area))
-            sizes.append(size)
-            ys.append(stats.centroid[r][1] - part.y * size)
-            xs.append(stats.centroid[r][0])
-            weights.append(sure[a] * np.sqrt(stats.area[r]))
-            x_weights.append(weights[-1] if part.x < CENTRED else 0.0)  # only centred parts place x
-        if not sizes:
-            return None
-        w = np.array(weights)
-        size = _weighted_median(np.array(sizes), w)
-        y = _weighted_median(np.array(ys), w)
-        xw = np.array(x_weights)
-        x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
-        return np.array([x, y]), size
+
+def _anchored_frame(stats: RegionStats, rows: np.ndarray, sure: np.ndarray, belief: np.ndarray, lay: _Layout):
+    """The object's centre and size as its surely identified, whole parts place it: each
+    such part says how big the object must be (from its share of the object's area) and
+    where its centre is (from where the part sits in it). Works with the object half hidden
+    behind another or half out of frame, where the visible regions' own centre would not."""
+    anchors = np.flatnonzero(sure >= ANCHOR_SURE)
+    if anchors.size == 0:
+        return None
+    sizes, ys, xs, weights, x_weights = [], [], [], [], []
+    for a in anchors:
+        r = rows[a]
+        part = lay.part_of.get(int(belief[a].argmax()))
+        if part is None:
+            continue
+        size = np.sqrt(stats.area[r] / np.exp(part.area))
+        sizes.append(size)
+        ys.append(stats.centroid[r][1] - part.y * size)
+        xs.append(stats.centroid[r][0])
+        weights.append(sure[a] * np.sqrt(stats.area[r]))
+        x_weights.append(weights[-1] if part.x < CENTRED else 0.0)  # only centred parts place x
+    if not sizes:
+        return None
+    w = np.array(weights)
+    size = _weighted_median(np.array(sizes), w)
+    y = _weighted_median(np.array(ys), w)
+    xw = np.array(x_weights)
+    x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
+    return np.array([x, y]), size
 
 
 def _padded(per_color: np.ndarray, n: int) -> np.ndarray:

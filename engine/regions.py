@@ -6,6 +6,7 @@ a 1080p frame's statistics to a few milliseconds; areas are scaled back to pixel
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +21,8 @@ NEIGHBORS = 6
 class RegionStats:
     grid: np.ndarray  # h x w int32 labels sampled every `step` pixels
     step: int
+    sparse: np.ndarray  # the grid thinned to at most ~480x270 samples: shape and following need no more
+    thinning: int  # grid samples per sparse sample, each way
     count: int
     samples: np.ndarray  # (count+1,) grid samples per label
     area: np.ndarray  # (count+1,) float, pixels (samples * step**2)
@@ -57,9 +60,9 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
     grid = np.ascontiguousarray(seg.labels[::step, ::step])
     n = seg.count
     samples = np.bincount(grid.ravel(), minlength=n + 1).astype(np.float64)
-    # Shape needs no more than a ~480x270 sampling, whatever the frame size.
+    # Shape and following need no more than a ~480x270 sampling, whatever the frame size.
     coarse = 2 if grid.size > 300_000 else 1
-    sparse = grid[::coarse, ::coarse]
+    sparse = np.ascontiguousarray(grid[::coarse, ::coarse])
     centroid, moments, spread = _moments(sparse, n, coarse * step)
     border = np.zeros(n + 1, bool)
     for edge in (grid[0], grid[-1], grid[:, 0], grid[:, -1]):
@@ -67,6 +70,8 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
     return RegionStats(
         grid=grid,
         step=step,
+        sparse=sparse,
+        thinning=coarse,
         count=n,
         samples=samples,
         area=samples * step * step,
@@ -82,19 +87,25 @@ def measure(seg: Segmentation, step: int) -> RegionStats:
 def _moments(grid: np.ndarray, n: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid and principal second moments per region; a coarser grid is plenty for shape."""
     flat = grid.ravel()
-    gh, gw = grid.shape
-    xs = np.tile(np.arange(gw, dtype=np.float64) * step, gh)
-    ys = np.repeat(np.arange(gh, dtype=np.float64) * step, gw)
+    xs, ys, xx, yy, xy = _coordinate_powers(*grid.shape, step)
     count = np.maximum(np.bincount(flat, minlength=n + 1), 1.0)
     sx = np.bincount(flat, xs, minlength=n + 1) / count
     sy = np.bincount(flat, ys, minlength=n + 1) / count
-    sxx = np.bincount(flat, xs * xs, minlength=n + 1) / count - sx * sx
-    syy = np.bincount(flat, ys * ys, minlength=n + 1) / count - sy * sy
-    sxy = np.bincount(flat, xs * ys, minlength=n + 1) / count - sx * sy
+    sxx = np.bincount(flat, xx, minlength=n + 1) / count - sx * sx
+    syy = np.bincount(flat, yy, minlength=n + 1) / count - sy * sy
+    sxy = np.bincount(flat, xy, minlength=n + 1) / count - sx * sy
     half_trace = (sxx + syy) / 2
     spread = np.sqrt(np.maximum(((sxx - syy) / 2) ** 2 + sxy * sxy, 0.0))
     moments = np.stack([half_trace + spread, np.maximum(half_trace - spread, 0.0)], axis=1)
     return np.stack([sx, sy], axis=1), moments, np.stack([np.maximum(sxx, 0.0), np.maximum(syy, 0.0)], axis=1)
+
+
+@functools.lru_cache(maxsize=2)
+def _coordinate_powers(gh: int, gw: int, step: int) -> tuple[np.ndarray, ...]:
+    """x, y, x*x, y*y, x*y of every grid sample, flat: the same for every frame of a shot."""
+    xs = np.tile(np.arange(gw, dtype=np.float64) * step, gh)
+    ys = np.repeat(np.arange(gh, dtype=np.float64) * step, gw)
+    return xs, ys, xs * xs, ys * ys, xs * ys
 
 
 def _perimeter(grid: np.ndarray, n: int) -> np.ndarray:

@@ -85,7 +85,7 @@ def _keep_lost_regions(lost, labels, count, min_area):
     """Give paper areas the seal swallowed (thin stripes) labels of their own; touch only
     their pixels, which are few."""
     extra, lost_labels = cv2.connectedComponents(lost, connectivity=4, ltype=cv2.CV_32S)
-    where = np.flatnonzero(lost.ravel())
+    where = np.flatnonzero(lost.view(bool).ravel())  # 0/255 read as bool: numpy's fast path
     which = lost_labels.ravel()[where]
     keep = np.bincount(which, minlength=extra) >= min_area
     keep[0] = False

@@ -407,3 +407,23 @@ def test_a_strip_of_scenery_is_not_taken_for_a_part_far_smaller_than_it():
     every view of a part is not that part: 0.05%."""
     wrong, counted = scenery_wrong(seed=0, frames=range(70, 100))
     assert wrong < 0.001 * counted, f"{wrong / counted:.3%} of the scenery wrong"
+
+
+def test_a_big_frame_is_followed_on_the_thinned_grid_and_keeps_its_colors():
+    """At 960x540 and above the regions are followed on a grid thinned to about 480x270 (a
+    1080p grid is half a million samples; following on it cost more than everything else
+    the colorizer does per frame). The characters keep their colors as well as at 480x270."""
+    from longanim.engine.synthetic import make_shot
+
+    shot = make_shot(60, 960, 540, seed=1)
+    seg = segment(shot.lineart(0))
+    stats = measure(seg, 1)
+    assert stats.thinning == 2 and stats.sparse.shape == (270, 480)
+    keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
+    right = counted = 0
+    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(60)), keyframes):
+        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
+        chars = keep & (shot.character_mask(out.number) > 0)
+        right += (chars & np.all(out.rgb == shot.color(out.number), axis=2)).sum()
+        counted += chars.sum()
+    assert right > 0.99 * counted, f"{right / counted:.3%} of the characters right"
