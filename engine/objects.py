@@ -12,7 +12,9 @@ its parts are believed to be. Two things follow. A part may not wear the colors 
 object that is surely elsewhere in the frame (the head on the tall character's body is
 not the round character's head when the round one stands over there). And a part that
 sits where an object's part sat (the hat on top, the belly in the middle of the body) is
-evidence for that part's color, whatever the part's own shape says. A color one object
+evidence for that part's color, whatever the part's own shape says; so is a smaller region
+lying inside a part's outline (what shows of a body half hidden behind another character
+sits far from the whole body's middle, but within its outline). A color one object
 has, already held by a settled region, is unlikely for new content (`claimed`).
 """
 
@@ -43,6 +45,7 @@ TOO_BIG_WEIGHT = 3.0  # nats against it per e-fold of area beyond that
 MIN_PARTS = 3  # objects with fewer own regions have no layout
 LAYOUT_ODD = 0.2  # a part anywhere at all (an arm swung wide, a half-hidden head)
 LAYOUT_SPECIFIC = 3.0  # nats a part in its place is likelier than anywhere
+PIECE_SPECIFIC = 1.0  # nats a piece of a part, inside its outline, is likelier than anywhere
 
 
 @dataclass
@@ -53,6 +56,7 @@ class _Part:
     y: float  # vertical offset (down is positive), in object sizes
     area: float  # log share of the object's area
     cut: bool = False  # seen in pieces in the keyframe (an arm across it): it may well be bigger
+    reach: tuple[float, float] = (0.0, 0.0)  # half its width and height, in object sizes
 
 
 @dataclass
@@ -62,6 +66,7 @@ class _Layout:
     xy: np.ndarray
     area: np.ndarray
     cut: np.ndarray
+    reach: np.ndarray
     part_of: dict[int, _Part]
 
 
@@ -122,7 +127,12 @@ class ObjectPalette:
                 where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
                 self.part_area[c] = max(self.part_area[c], area)
                 x, y = (where - centre) / size
-                self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1))
+                # Half-width and half-height of the part (twice the standard deviation: an ellipse's).
+                a = stats.area[rows_c][:, None]
+                var = ((stats.spread[rows_c] + (stats.centroid[rows_c] - where) ** 2) * a).sum(axis=0) / a.sum()
+                reach = 2.0 * np.sqrt(var) / size
+                self.parts.append(_Part(obj, int(c), abs(x), y, np.log(area / total), rows_c.size > 1,
+                                        (float(reach[0]), float(reach[1]))))
                 self._layout_cache = None
         self.member[self.backdrop] = False
 
@@ -277,6 +287,16 @@ class ObjectPalette:
                 spread = np.where((bigger > 0) & lay.cut[None, :], CUT_AREA_SPREAD, AREA_SPREAD)
                 d2 += (bigger / spread) ** 2
                 score = np.log((1.0 - LAYOUT_ODD) * np.exp(LAYOUT_SPECIFIC - d2 / 2.0) + LAYOUT_ODD)
+                if PIECE_SPECIFIC > 0:
+                    # ... or a piece of the part, the rest hidden behind something in front: smaller,
+                    # and anywhere its own size leaves room for inside the part's outline.
+                    share = np.exp(np.minimum(area[:, None] - lay.area[None, :], 0.0))  # piece / part
+                    room = lay.reach[None, :, :] * (1.0 - np.sqrt(share))[:, :, None]
+                    off = np.abs(xy[:, None, :] - lay.xy[None, :, :])
+                    beyond = np.maximum(off - room, 0.0) / LAYOUT_SPREAD
+                    d2p = np.sum(beyond**2, axis=2) + (np.maximum(area[:, None] - lay.area[None, :], 0.0) / AREA_SPREAD) ** 2
+                    piece = np.log((1.0 - LAYOUT_ODD) * np.exp(PIECE_SPECIFIC - d2p / 2.0) + LAYOUT_ODD)
+                    score = np.maximum(score, piece)
                 at = np.ix_(rows, lay.color)  # an object has one part per color
                 out[at] = np.maximum(out[at], score)
         return out
@@ -292,6 +312,7 @@ class ObjectPalette:
                     xy=np.array([(p.x, p.y) for p in mine]),
                     area=np.array([p.area for p in mine]),
                     cut=np.array([p.cut for p in mine]),
+                    reach=np.array([p.reach for p in mine]),
                     part_of={p.color: p for p in mine},
                 )
         return self._layout_cache

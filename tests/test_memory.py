@@ -243,3 +243,47 @@ def test_components_group_adjacent_regions_only():
     group = components(stats, keep)
     top, bottom, other = stats.grid[20, 30], stats.grid[50, 30], stats.grid[30, 175]
     assert group[top] == group[bottom] != group[other] and group[other] > 0
+
+
+def little_character(colored, *, hidden_down_to=None):
+    """Hat, head, body with a belly on sky; optionally a grey board in front of all but the
+    bottom of the body."""
+    sky, hat, head, body, belly, board = (150, 200, 238), (40, 140, 60), (240, 200, 160), (190, 80, 170), (250, 230, 120), (90, 90, 90)
+    img = np.full((270, 480, 3), sky if colored else PAPER, np.uint8)
+
+    def draw(shape, color):
+        shape(color if colored else PAPER, -1)
+        shape((0, 0, 0), 2)
+
+    draw(lambda c, t: cv2.ellipse(img, (240, 150), (14, 20), 0, 0, 360, c, t), body)
+    draw(lambda c, t: cv2.ellipse(img, (240, 153), (7, 10), 0, 0, 360, c, t), belly)
+    draw(lambda c, t: cv2.circle(img, (240, 120), 10, c, t), head)
+    draw(lambda c, t: cv2.rectangle(img, (232, 98), (248, 110), c, t), hat)
+    if hidden_down_to is not None:
+        draw(lambda c, t: cv2.rectangle(img, (200, 128), (280, hidden_down_to), c, t), board)
+    return img, body
+
+
+def test_what_shows_of_a_hidden_part_is_placed_inside_that_part(monkeypatch):
+    """Most of the body is hidden behind a board; what shows is a small piece at its bottom,
+    far from where the whole body's middle sat. Taken as a whole part it fits nowhere; as a
+    piece of the body, it lies inside the body's outline, so the layout speaks for the body."""
+    import longanim.engine.objects as objects_module
+
+    palette, objects = Palette(), ObjectPalette()
+    key, _ = little_character(True)
+    seg, stats = look(little_character(False)[0])
+    objects.learn_keyframe(stats, labels_of(palette, key, seg), len(palette))
+    colored, body_rgb = little_character(True, hidden_down_to=162)
+    seg, stats = look(little_character(False, hidden_down_to=162)[0])
+    truth = labels_of(palette, colored, seg)
+    k = len(palette)
+    body = palette.add(np.array([body_rgb], np.uint8))[0]
+    (piece,) = np.flatnonzero(truth == body)
+    belief = one_hot(truth, k)
+    belief[piece] = 1.0 / k
+    _, layout = objects.evidence(stats, belief)
+    assert layout[piece, body] - np.delete(layout[piece], body).max() > 0.5
+    monkeypatch.setattr(objects_module, "PIECE_SPECIFIC", 0.0)
+    _, whole_only = objects.evidence(stats, belief)
+    assert whole_only[piece, body] - np.delete(whole_only[piece], body).max() < 0.1
