@@ -46,7 +46,10 @@ def run(args) -> int:
         print(f"{len(report.frames)} frames -> {args.output} in {report.seconds:.1f} s "
               f"({len(report.frames) / max(report.seconds, 1e-9):.1f} fps)")
         if report.needs_review:
-            shown = ", ".join(map(str, report.needs_review[:10]))
-            more = " ..." if len(report.needs_review) > 10 else ""
-            print(f"{len(report.needs_review)} frames need review: {shown}{more} (see confidence/ and report.json)")
+            stretches = report.review_stretches
+            shown = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in stretches[:8])
+            more = " ..." if len(stretches) > 8 else ""
+            runs = f"{len(stretches)} stretch" + ("es" if len(stretches) != 1 else "")
+            print(f"{len(report.needs_review)} frames need review, in {runs}: {shown}{more} "
+                  "(see confidence/ and report.json)")
     return 0

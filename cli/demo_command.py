@@ -59,7 +59,7 @@ def run(args) -> int:
     print(f"demo: {fig['frames']} frames at {fig['width']}x{fig['height']}, seed {fig['seed']}, "
           f"backend {fig['backend']}, keyframe(s) {', '.join(map(str, fig['keyframes']))}")
     print(format_figures(fig))
-    print(f"  {'frames needing review':<22} {fig['needs_review']}")
+    print(f"  {'frames needing review':<22} {fig['needs_review']} (in {fig['review_stretches']} runs of frames)")
     print(f"colorized frames: {paths['colorized']}")
     print(f"metrics:          {paths['metrics']}")
     if paths["contact_sheet"]:

@@ -102,7 +102,7 @@ def run_demo(outdir, frames: int = 500, size: tuple[int, int] = (480, 270), seed
         "psnr": s.get("psnr_mean"), "ssim": s.get("ssim_mean"), "delta_e": s.get("delta_e_mean"),
         "flicker_mae": s.get("flicker_mae_mean"), "flicker_fraction": s.get("flicker_fraction_mean"),
         "colorize_seconds": report.seconds, "fps": len(report.frames) / report.seconds if report.seconds else None,
-        "needs_review": len(report.needs_review),
+        "needs_review": len(report.needs_review), "review_stretches": len(report.review_stretches),
         "definitions": {"accuracy_after_reentry": REENTRY_DEFINITION},
         "paths": {"outdir": str(out), "lineart": str(out / "lineart"), "truth": str(out / "truth"),
                   "refs": str(out / "refs"), "colorized": str(out / "colorized"),

@@ -56,6 +56,25 @@ class ShotReport:
     def needs_review(self) -> list[int]:
         return [n for n, f in self.review_fraction.items() if f > REVIEW_FRACTION]
 
+    @property
+    def review_stretches(self) -> list[tuple[int, int]]:
+        """Runs of frames needing review, first and last frame of each: an uncertain region stays
+        uncertain while it is followed, so one doubtful decision flags many frames in a row, and
+        an artist looks at the stretch, not at each frame."""
+        flagged = set(self.needs_review)
+        runs: list[tuple[int, int]] = []
+        start = last = None
+        for n in self.frames:
+            if n in flagged:
+                start = n if start is None else start
+                last = n
+            elif start is not None:
+                runs.append((start, last))
+                start = None
+        if start is not None:
+            runs.append((start, last))
+        return runs
+
     def to_json(self) -> dict:
         return {
             "backend": self.backend,
@@ -63,6 +82,7 @@ class ShotReport:
             "frames": self.frames,
             "keyframes": self.keyframes,
             "needs_review": self.needs_review,
+            "review_stretches": [list(r) for r in self.review_stretches],
             "review_fraction": {str(n): round(f, 5) for n, f in self.review_fraction.items()},
             "seconds": round(self.seconds, 3),
             "fps": round(len(self.frames) / self.seconds, 3) if self.seconds else None,

@@ -124,10 +124,13 @@ def test_set_reaches_the_backend(shot_dir, tmp_path, monkeypatch):
     assert backend.use_global is False and backend.memory_capacity == 64
 
 
-def test_set_changes_what_the_backend_does(shot_dir, tmp_path):
+def test_set_changes_what_the_backend_does(shot_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(_args(shot_dir, out, "-q", "--set", "review_threshold=1.01")) == 0
-    assert json.loads((out / "report.json").read_text())["needs_review"] == list(range(1001, 1001 + N))
+    assert main(_args(shot_dir, out, "--set", "review_threshold=1.01")) == 0
+    assert f"{N} frames need review, in 1 stretch: 1001-{1000 + N}" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["needs_review"] == list(range(1001, 1001 + N))
+    assert report["review_stretches"] == [[1001, 1000 + N]]
 
 
 def test_ext_exr(shot_dir, tmp_path):

@@ -19,7 +19,7 @@ from longanim.engine.backends.base import Backend, BackendError, Cancelled, Colo
 from longanim.engine.colorspace import linear_to_srgb, srgb_to_linear
 from longanim.engine.errors import InputError, LonganimError
 from longanim.engine.image_files import read_image, write_image
-from longanim.engine.pipeline import REPORT_NAME, RefSpec, colorize_shot
+from longanim.engine.pipeline import REPORT_NAME, RefSpec, ShotReport, colorize_shot
 from longanim.engine.synthetic import make_shot
 
 W, H, N = 160, 90, 16
@@ -254,10 +254,20 @@ def test_report_written_last_and_lists_needs_review(lineart, ref0, tmp_path):
     data = json.loads((out / REPORT_NAME).read_text())
     expected = [n for n in range(FIRST, FIRST + N) if n % 3 == 0]
     assert data["needs_review"] == expected == report.needs_review
+    assert data["review_stretches"] == [[n, n] for n in expected]
     assert data["frames"] == list(range(FIRST, FIRST + N)) and data["backend"] == "unsure"
     assert data["keyframes"] == [FIRST]
     newest_frame = max(p.stat().st_mtime_ns for p in out.rglob("shot.*.png"))
     assert (out / REPORT_NAME).stat().st_mtime_ns >= newest_frame
+
+
+def test_frames_needing_review_are_grouped_into_stretches_in_shot_order():
+    """One doubtful decision is followed on for many frames; the artist looks at each stretch.
+    Frames next to each other in the shot (a --frames selection may skip numbers) are one stretch."""
+    report = ShotReport("paint", "in", "out", frames=[1, 2, 3, 4, 6, 8, 9, 12])
+    report.review_fraction = {1: 0.5, 2: 0.5, 3: 0.0, 4: 0.5, 6: 0.5, 8: 0.0, 9: 0.0, 12: 0.5}
+    assert report.review_stretches == [(1, 2), (4, 6), (12, 12)]
+    assert ShotReport("paint", "in", "out", frames=[5]).review_stretches == []
 
 
 def test_confidence_images_exist_for_every_frame(lineart, ref0, tmp_path):
