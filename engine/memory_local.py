@@ -233,7 +233,7 @@ def _pairs(grid: np.ndarray, warped: np.ndarray, n: int, m: int):
     """(current label, previous label, samples) for every pair that co-occurs, and samples
     per current region not on a previous line. Previous label -1 = outside the frame."""
     width = m + 2
-    codes = grid.astype(np.int64).ravel()  # in place from here: a 1080p grid is half a million samples
+    codes = grid.astype(np.int64).ravel()  # one copy, then in place: no temporaries per frame
     codes *= width
     codes += warped.ravel()
     codes += 1

@@ -105,7 +105,10 @@ def _coordinate_powers(gh: int, gw: int, step: int) -> tuple[np.ndarray, ...]:
     """x, y, x*x, y*y, x*y of every grid sample, flat: the same for every frame of a shot."""
     xs = np.tile(np.arange(gw, dtype=np.float64) * step, gh)
     ys = np.repeat(np.arange(gh, dtype=np.float64) * step, gw)
-    return xs, ys, xs * xs, ys * ys, xs * ys
+    powers = (xs, ys, xs * xs, ys * ys, xs * ys)
+    for a in powers:
+        a.setflags(write=False)  # shared by every frame
+    return powers
 
 
 def _perimeter(grid: np.ndarray, n: int) -> np.ndarray:
