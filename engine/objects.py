@@ -14,7 +14,8 @@ not the round character's head when the round one stands over there). And a part
 sits where an object's part sat (the hat on top, the belly in the middle of the body) is
 evidence for that part's color, whatever the part's own shape says; so is a smaller region
 lying inside a part's outline (what shows of a body half hidden behind another character
-sits far from the whole body's middle, but within its outline). A color one object
+sits far from the whole body's middle, but within its outline). A region followed as a part
+of a character on screen does not turn into a part of a character off screen (`off_screen`). A color one object
 has, already held by a settled region, is unlikely for new content (`claimed`).
 """
 
@@ -39,6 +40,10 @@ ANCHOR_SURE = 0.8  # parts believed at least this surely place their object
 CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place it left to right too
 TAKEN_SHARE = 0.5  # a settled region this big against the part's keyframe region shows it whole (characters change size with depth)
 CLAIMANT_SHARE = 0.3  # ... and a region this big is a second copy of it, not a piece cut off it
+# A character off screen: less than this share of its keyframe area believed on screen last frame.
+OFF_SCREEN_SHARE = 0.05
+OFF_SCREEN_EDGE = 0.15  # regions this close to the frame edge (share of the frame) may be one coming back
+OFF_SCREEN_WEIGHT = 1.5  # nats against an off-screen character's colors for a region followed as another's part
 TAKEN_ODDS = 0.05  # how likely a part already shown whole is another region too
 TOO_BIG = 2.0  # a region this many times the area of every view of a part's color is not that part
 TOO_BIG_WEIGHT = 3.0  # nats against it per e-fold of area beyond that
@@ -82,6 +87,7 @@ class ObjectPalette:
         self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
         self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
         self.parts: list[_Part] = []
+        self.object_area = np.zeros(0)  # (objects,) pixels in its keyframe
         self._layout_cache: dict[int, _Layout] | None = None
 
     @property
@@ -109,6 +115,7 @@ class ObjectPalette:
         own = self.member[:, first:].sum(axis=1) == 1
         for obj, g in enumerate(np.unique(group[group > 0]), start=first):
             members = np.flatnonzero(group == g)
+            self.object_area = np.r_[self.object_area, stats.area[members].sum()]
             if members.size < MIN_PARTS:
                 self.loose[np.unique(label[members])] = True
             rows = members[own[label[members]]]
@@ -190,6 +197,41 @@ class ObjectPalette:
         count = np.bincount(belief[held].argmax(axis=1), minlength=k)[:k]
         # Only colors one object has (eye-white is everyone's; two eyes are two regions).
         return (self.member[:k].sum(axis=1) == 1) & (count >= 1)
+
+    def off_screen(self, stats: RegionStats, followed: np.ndarray, trust: np.ndarray, last_belief: np.ndarray,
+                   last_area: np.ndarray) -> np.ndarray:
+        """((n+1) x colors) log-evidence against the colors of characters off screen, for regions
+        followed as a part of a character on screen. A character behind another that comes out
+        looking like a third one's part (a strip of body shaped like an absent character's
+        belly) otherwise drifts into that character's colors, a little every frame, and keeps
+        them. A character off screen comes back at the frame edge, so regions near it, or in a
+        group reaching it, are not judged; nor is new content (`last_belief`, `last_area`: the
+        last frame's beliefs and region areas say who is on screen)."""
+        k = followed.shape[1]
+        self._grow(k, self.objects)
+        out = np.zeros((stats.count + 1, k))
+        exclusive = (self.member[:k].sum(axis=1) == 1) & ~self.loose[:k] & ~self.backdrop[:k]
+        own = (self.member[:k] & exclusive[:, None]).astype(float)
+        if not own.any() or not OFF_SCREEN_WEIGHT:
+            return out
+        shown = ((last_belief[1:, :k] >= 0.5) * last_area[1:, None]).sum(axis=0) @ own
+        gone = exclusive & (own @ (shown < OFF_SCREEN_SHARE * np.maximum(self.object_area, 1.0)) > 0)
+        if not gone.any():
+            return out
+        solid = followed[:, self.backdrop[:k]].sum(axis=1) < 0.5
+        solid[0] = False
+        group = components(stats, solid)
+        reaching = np.unique(group[stats.border & solid])
+        h, w = stats.grid.shape[0] * stats.step, stats.grid.shape[1] * stats.step
+        margin = OFF_SCREEN_EDGE * max(w, h)
+        x, y = stats.centroid[:, 0], stats.centroid[:, 1]
+        near = (x < margin) | (x > w - margin) | (y < margin) | (y > h - margin)
+        held = followed.argmax(axis=1)
+        judged = ~stats.border & ~near & ~np.isin(group, reaching[reaching > 0]) \
+            & (trust >= 0.5) & exclusive[held] & ~gone[held]
+        judged[0] = False
+        out[np.ix_(np.flatnonzero(judged), np.flatnonzero(gone))] = -OFF_SCREEN_WEIGHT
+        return out
 
     def taken(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
         """((n+1) x colors) log-evidence: low for a character's part that settled regions, each

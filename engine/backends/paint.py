@@ -6,9 +6,10 @@ last frame's beliefs over, as far as each region plausibly continues what was th
 (engine/memory_local.py). The global memory scores every region against every color:
 its shape and the colors around it (engine/memory_global.py), and where it sits in the
 character it hangs on (engine/objects.py), and for scenery the rows of the picture it lies
-in (engine/scenery_bands.py); and no region is taken for a part or prop far smaller than
-it ever was (engine/objects.py). Their product is the new belief: the paper's dynamic global-local memory, at
-region level.
+in (engine/scenery_bands.py); no region is taken for a part or prop far smaller than it
+ever was, and none followed as a part of a character on screen turns into a part of one off
+screen (engine/objects.py). Their product is the new belief: the paper's dynamic
+global-local memory, at region level.
 
 Where following is in doubt (a turn-around, a character coming out from behind another
 or walking back into the frame) the global memory decides; where a color was followed
@@ -29,7 +30,7 @@ import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.memory_global import GlobalMemory, Palette
-from longanim.engine.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image
+from longanim.engine.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
 from longanim.engine.objects import ObjectPalette
 from longanim.engine.regions import RegionStats, grid_step, measure
 from longanim.engine.scenery_bands import SceneryBands
@@ -238,9 +239,13 @@ class _Shot:
         taken = self.objects.taken(stats, followed, settled)
         # No region is a part or prop far smaller than it ever was (a strip of hill is no arm).
         too_big = self.objects.too_big(stats, self.global_.largest(k))
+        # Nor does a region followed as a part of a character on screen turn into one off screen.
+        off_screen = 0.0
+        if self.local.stats is not None:
+            off_screen = self.objects.off_screen(stats, followed, trust, widen(self.local.belief, k), self.local.stats.area)
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
-            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big
+            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big + off_screen
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
