@@ -198,6 +198,10 @@ class ObjectPalette:
         # Only colors one object has (eye-white is everyone's; two eyes are two regions).
         return (self.member[:k].sum(axis=1) == 1) & (count >= 1)
 
+    def _characters_own(self, k: int) -> np.ndarray:
+        """Colors (bool, first k) that one character alone has: not backdrop, not a lone prop."""
+        return (self.member[:k].sum(axis=1) == 1) & ~self.loose[:k] & ~self.backdrop[:k]
+
     def off_screen(self, stats: RegionStats, followed: np.ndarray, trust: np.ndarray, last_belief: np.ndarray,
                    last_area: np.ndarray) -> np.ndarray:
         """((n+1) x colors) log-evidence against the colors of characters off screen, for regions
@@ -210,7 +214,7 @@ class ObjectPalette:
         k = followed.shape[1]
         self._grow(k, self.objects)
         out = np.zeros((stats.count + 1, k))
-        exclusive = (self.member[:k].sum(axis=1) == 1) & ~self.loose[:k] & ~self.backdrop[:k]
+        exclusive = self._characters_own(k)
         own = (self.member[:k] & exclusive[:, None]).astype(float)
         if not own.any() or not OFF_SCREEN_WEIGHT:
             return out
@@ -241,7 +245,7 @@ class ObjectPalette:
         k = belief.shape[1]
         self._grow(k, self.objects)
         out = np.zeros((stats.count + 1, k))
-        exclusive = (self.member[:k].sum(axis=1) == 1) & ~self.backdrop[:k] & ~self.loose[:k] & (self.copies[:k] > 0)
+        exclusive = self._characters_own(k) & (self.copies[:k] > 0)
         label = belief.argmax(axis=1)
         whole = settled & ~stats.border & (stats.samples >= 6) & exclusive[label] \
             & (stats.area >= TAKEN_SHARE * self.whole_area[:k][label])
@@ -324,7 +328,8 @@ class ObjectPalette:
                 xy = (stats.centroid[rows] - centre) / size
                 xy[:, 0] = np.abs(xy[:, 0])
                 area = np.log(np.maximum(stats.area[rows], 1.0) / total)
-                d2 = np.sum((xy[:, None, :] - lay.xy[None, :, :]) ** 2, axis=2) / LAYOUT_SPREAD**2
+                offset = xy[:, None, :] - lay.xy[None, :, :]
+                d2 = np.sum(offset**2, axis=2) / LAYOUT_SPREAD**2
                 bigger = area[:, None] - lay.area[None, :]
                 spread = np.where((bigger > 0) & lay.cut[None, :], CUT_AREA_SPREAD, AREA_SPREAD)
                 d2 += (bigger / spread) ** 2
@@ -332,11 +337,10 @@ class ObjectPalette:
                 if PIECE_SPECIFIC > 0:
                     # ... or a piece of the part, the rest hidden behind something in front: smaller,
                     # and anywhere its own size leaves room for inside the part's outline.
-                    share = np.exp(np.minimum(area[:, None] - lay.area[None, :], 0.0))  # piece / part
+                    share = np.exp(np.minimum(bigger, 0.0))  # piece / part
                     room = lay.reach[None, :, :] * (1.0 - np.sqrt(share))[:, :, None]
-                    off = np.abs(xy[:, None, :] - lay.xy[None, :, :])
-                    beyond = np.maximum(off - room, 0.0) / LAYOUT_SPREAD
-                    d2p = np.sum(beyond**2, axis=2) + (np.maximum(area[:, None] - lay.area[None, :], 0.0) / AREA_SPREAD) ** 2
+                    beyond = np.maximum(np.abs(offset) - room, 0.0) / LAYOUT_SPREAD
+                    d2p = np.sum(beyond**2, axis=2) + (np.maximum(bigger, 0.0) / AREA_SPREAD) ** 2
                     piece = np.log((1.0 - LAYOUT_ODD) * np.exp(PIECE_SPECIFIC - d2p / 2.0) + LAYOUT_ODD)
                     score = np.maximum(score, piece)
                 at = np.ix_(rows, lay.color)  # an object has one part per color
