@@ -42,7 +42,7 @@ MOVE_REGIONS = 400  # at most this many regions per frame are matched by shape a
 WHOLE_AGAIN = 0.9  # a region whose main heir is at least this big goes on whole there
 MOVED_AWAY = 0.1  # weight of pixels from a region that visibly moved elsewhere
 RECENT_REACH = 0.1  # regions are matched by shape to last frame's within this fraction of the frame
-RECENT_SCALE = np.array([0.2, 0.2, 0.2, 0.25, 0.2], np.float32)  # one frame apart shapes barely change
+RECENT_SCALE = np.array([0.2, 0.2, 0.2, 0.125, 0.2], np.float32)  # one frame apart shapes barely change
 
 
 def flow_image(ink: np.ndarray) -> np.ndarray:

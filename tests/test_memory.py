@@ -287,3 +287,37 @@ def test_what_shows_of_a_hidden_part_is_placed_inside_that_part(monkeypatch):
     monkeypatch.setattr(objects_module, "PIECE_SPECIFIC", 0.0)
     _, whole_only = objects.evidence(stats, belief)
     assert whole_only[piece, body] - np.delete(whole_only[piece], body).max() < 0.1
+
+
+def swinging_arm(degrees_from_upright, colored):
+    """A thin arm across a big body, turned this many degrees from upright."""
+    img = np.full((H, W, 3), 255, np.uint8)
+    cv2.ellipse(img, (120, 70), (45, 55), 0, 0, 360, GOLD if colored else PAPER, -1)
+    cv2.ellipse(img, (120, 70), (45, 55), 0, 0, 360, (0, 0, 0), 2)
+    t = np.radians(degrees_from_upright)
+    top = (120 + int(round(40 * np.sin(t))), 70 - int(round(40 * np.cos(t))))
+    bottom = (120 - int(round(40 * np.sin(t))), 70 + int(round(40 * np.cos(t))))
+    cv2.line(img, top, bottom, (0, 0, 0), 9)
+    cv2.line(img, top, bottom, RED if colored else PAPER, 5)
+    return img
+
+
+def test_a_thin_part_that_swings_goes_on_trusted():
+    """Seed 5: an arm swinging near upright across its body changes its x/y spread tenfold in a
+    few degrees; measured as a log ratio that looked like a sudden change of shape, trust halved
+    and the arm took the body's color for 137 frames. Wide or tall is now a bounded measure."""
+    from longanim.engine.memory_local import LocalMemory
+
+    palette = Palette()
+    seg, stats = look(swinging_arm(2, colored=False))
+    label = labels_of(palette, swinging_arm(2, colored=True), seg)
+    memory = LocalMemory()
+    memory.remember(stats, seg.ink, one_hot(label, len(palette)))
+    red = palette.add(np.array([RED], np.uint8))[0]
+    for degrees in (8, 14):
+        seg, stats = look(swinging_arm(degrees, colored=False))
+        carried = memory.carry(stats, seg.ink, len(palette))
+        arm = stats.grid[70 - 20, 120 + int(round(20 * np.tan(np.radians(degrees))))]
+        assert carried.belief[arm].argmax() == red
+        assert carried.trust[arm] > 0.9, f"trust {carried.trust[arm]:.2f} at {degrees} degrees"
+        memory.remember(stats, seg.ink, carried.belief / np.maximum(carried.belief.sum(1, keepdims=True), 1e-9))
