@@ -15,7 +15,8 @@ sits where an object's part sat (the hat on top, the belly in the middle of the 
 evidence for that part's color, whatever the part's own shape says; so is a smaller region
 lying inside a part's outline (what shows of a body half hidden behind another character
 sits far from the whole body's middle, but within its outline). A region followed as a part
-of a character on screen does not turn into a part of a character off screen (`off_screen`). A color one object
+of a character on screen does not turn into a part of a character off screen, one last plainly
+seen at the frame edge (`off_screen`). A color one object
 has, already held by a settled region, is unlikely for new content (`claimed`).
 """
 
@@ -42,6 +43,7 @@ TAKEN_SHARE = 0.5  # a settled region this big against the part's keyframe regio
 CLAIMANT_SHARE = 0.3  # ... and a region this big is a second copy of it, not a piece cut off it
 # A character off screen: less than this share of its keyframe area believed on screen last frame.
 OFF_SCREEN_SHARE = 0.05
+OFF_SCREEN_SEEN = 0.25  # ... and where it was last seen with this much in view says where it went
 OFF_SCREEN_EDGE = 0.15  # regions this close to the frame edge (share of the frame) may be one coming back
 OFF_SCREEN_WEIGHT = 1.5  # nats against an off-screen character's colors for a region followed as another's part
 TAKEN_ODDS = 0.05  # how likely a part already shown whole is another region too
@@ -88,6 +90,7 @@ class ObjectPalette:
         self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
         self.parts: list[_Part] = []
         self.object_area = np.zeros(0)  # (objects,) pixels in its keyframe
+        self.left_by_edge = np.zeros(0, bool)  # (objects,) last seen at the frame edge (or never yet)
         self._layout_cache: dict[int, _Layout] | None = None
 
     @property
@@ -116,6 +119,7 @@ class ObjectPalette:
         for obj, g in enumerate(np.unique(group[group > 0]), start=first):
             members = np.flatnonzero(group == g)
             self.object_area = np.r_[self.object_area, stats.area[members].sum()]
+            self.left_by_edge = np.r_[self.left_by_edge, True]
             if members.size < MIN_PARTS:
                 self.loose[np.unique(label[members])] = True
             rows = members[own[label[members]]]
@@ -202,15 +206,17 @@ class ObjectPalette:
         """Colors (bool, first k) that one character alone has: not backdrop, not a lone prop."""
         return (self.member[:k].sum(axis=1) == 1) & ~self.loose[:k] & ~self.backdrop[:k]
 
-    def off_screen(self, stats: RegionStats, followed: np.ndarray, trust: np.ndarray, last_belief: np.ndarray,
-                   last_area: np.ndarray) -> np.ndarray:
+    def off_screen(self, stats: RegionStats, followed: np.ndarray, trust: np.ndarray, last: RegionStats,
+                   last_belief: np.ndarray) -> np.ndarray:
         """((n+1) x colors) log-evidence against the colors of characters off screen, for regions
         followed as a part of a character on screen. A character behind another that comes out
         looking like a third one's part (a strip of body shaped like an absent character's
         belly) otherwise drifts into that character's colors, a little every frame, and keeps
-        them. A character off screen comes back at the frame edge, so regions near it, or in a
-        group reaching it, are not judged; nor is new content (`last_belief`, `last_area`: the
-        last frame's beliefs and region areas say who is on screen)."""
+        them. Off screen means gone through the frame edge: a character last seen in the middle
+        of the frame is behind another one and comes out of it in its own colors. It comes back
+        at the frame edge, so regions near it, or in a group reaching it, are not judged; nor is
+        new content (`last`, `last_belief`: the last frame's regions and beliefs say who is on
+        screen, and where)."""
         k = followed.shape[1]
         self._grow(k, self.objects)
         out = np.zeros((stats.count + 1, k))
@@ -218,20 +224,22 @@ class ObjectPalette:
         own = (self.member[:k] & exclusive[:, None]).astype(float)
         if not own.any() or not OFF_SCREEN_WEIGHT:
             return out
-        shown = ((last_belief[1:, :k] >= 0.5) * last_area[1:, None]).sum(axis=0) @ own
-        gone = exclusive & (own @ (shown < OFF_SCREEN_SHARE * np.maximum(self.object_area, 1.0)) > 0)
+        believed = last_belief[1:, :k] >= 0.5
+        shown = (believed * last.area[1:, None]).sum(axis=0) @ own
+        # Where each character was when last plainly in view: mostly at the edge, or not.
+        size = np.maximum(self.object_area, 1.0)
+        at_edge = (believed * (last.area * _near_edge(last))[1:, None]).sum(axis=0) @ own
+        plain = shown >= OFF_SCREEN_SEEN * size
+        self.left_by_edge[plain] = at_edge[plain] >= 0.5 * shown[plain]
+        gone = exclusive & (own @ ((shown < OFF_SCREEN_SHARE * size) & self.left_by_edge) > 0)
         if not gone.any():
             return out
         solid = followed[:, self.backdrop[:k]].sum(axis=1) < 0.5
         solid[0] = False
         group = components(stats, solid)
         reaching = np.unique(group[stats.border & solid])
-        h, w = stats.grid.shape[0] * stats.step, stats.grid.shape[1] * stats.step
-        margin = OFF_SCREEN_EDGE * max(w, h)
-        x, y = stats.centroid[:, 0], stats.centroid[:, 1]
-        near = (x < margin) | (x > w - margin) | (y < margin) | (y > h - margin)
         held = followed.argmax(axis=1)
-        judged = ~stats.border & ~near & ~np.isin(group, reaching[reaching > 0]) \
+        judged = ~_near_edge(stats) & ~np.isin(group, reaching[reaching > 0]) \
             & (trust >= 0.5) & exclusive[held] & ~gone[held]
         judged[0] = False
         out[np.ix_(np.flatnonzero(judged), np.flatnonzero(gone))] = -OFF_SCREEN_WEIGHT
@@ -413,6 +421,14 @@ def _frame_of(stats: RegionStats, rows: np.ndarray, weight: np.ndarray):
     total = max(float(area.sum()), 1.0)
     centre = (stats.centroid[rows] * area[:, None]).sum(axis=0) / total
     return centre, np.sqrt(total), total
+
+
+def _near_edge(stats: RegionStats) -> np.ndarray:
+    """Regions cut by the frame edge or centred within OFF_SCREEN_EDGE of it."""
+    h, w = stats.grid.shape[0] * stats.step, stats.grid.shape[1] * stats.step
+    margin = OFF_SCREEN_EDGE * max(w, h)
+    x, y = stats.centroid[:, 0], stats.centroid[:, 1]
+    return stats.border | (x < margin) | (x > w - margin) | (y < margin) | (y > h - margin)
 
 
 def components(stats: RegionStats, keep: np.ndarray) -> np.ndarray:

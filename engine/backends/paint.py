@@ -242,7 +242,7 @@ class _Shot:
         # Nor does a region followed as a part of a character on screen turn into one off screen.
         off_screen = 0.0
         if self.local.stats is not None:
-            off_screen = self.objects.off_screen(stats, followed, trust, widen(self.local.belief, k), self.local.stats.area)
+            off_screen = self.objects.off_screen(stats, followed, trust, self.local.stats, widen(self.local.belief, k))
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
             score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big + off_screen
