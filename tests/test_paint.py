@@ -448,6 +448,27 @@ def test_a_character_hidden_behind_another_is_not_off_screen():
     assert wrong < 0.02 * counted, f"{wrong / counted:.3%} of the characters wrong"
 
 
+def test_what_shows_of_a_head_behind_another_is_not_taken_for_a_slice_of_hill():
+    """Seed 2: a character comes back behind another; what shows of its head beside the front
+    one's matched a view of a hill (hills are cut into pieces of every shape, and the memory
+    holds them all) better than its head: 30% of that head's pixels of frames 300-321 were
+    hill-green. Shape evidence for backdrop colors is capped (BACKDROP_SHAPE): 4.9%."""
+    from longanim.engine.synthetic import PART_NAMES, make_shot
+
+    shot = make_shot(500, 480, 270, seed=2)
+    head = 1 * 16 + PART_NAMES.index("head")  # character 1's head in the region map
+    keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
+    wrong = counted = 0
+    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(322)), keyframes):
+        if out.number < 300:
+            continue
+        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
+        shown = keep & (shot.region_map(out.number) == head)
+        wrong += (shown & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
+        counted += shown.sum()
+    assert counted > 5000 and wrong < 0.12 * counted, f"{wrong / counted:.1%} of the head wrong"
+
+
 def characters_wrong(seed, frames):
     """(wrong, counted) character pixels away from lines over `frames` of a synthetic shot
     colorized from its first frame."""

@@ -37,6 +37,7 @@ from longanim.engine.scenery_bands import SceneryBands
 from longanim.engine.segment import Segmentation, segment
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
+BACKDROP_SHAPE = 1.0  # most nats of (weighted) shape evidence for a backdrop color
 CONTEXT_WEIGHT = 1.0
 LAYOUT_FOLLOWED = 0.2  # weight of the layout evidence for a cleanly followed region
 DEAD_ZONE = 1.0  # nats of evidence a cleanly followed color may be behind the best by, unpenalised
@@ -269,6 +270,11 @@ class _Shot:
         shape = np.zeros((stats.count + 1, k))
         whole = _whole(stats)
         shape[whole] = SHAPE_WEIGHT * self.global_.shape_loglik(stats.shape_features()[whole])
+        # Sky, ground and hills are cut into pieces of every shape by whatever stands in front,
+        # and the memory holds views of them all: a close match to one says less than it does
+        # for a part (what shows of a head behind another character matched a slice of hill).
+        backdrop = np.flatnonzero(self.objects.backdrop[: min(k, self.objects.backdrop.size)])
+        shape[:, backdrop] = np.minimum(shape[:, backdrop], BACKDROP_SHAPE)
         return shape
 
 
