@@ -16,8 +16,8 @@ evidence for that part's color, whatever the part's own shape says; so is a smal
 lying inside a part's outline (what shows of a body half hidden behind another character
 sits far from the whole body's middle, but within its outline). A region followed as a part
 of a character on screen does not turn into a part of a character off screen, one last plainly
-seen at the frame edge (`off_screen`). A color one object
-has, already held by a settled region, is unlikely for new content (`claimed`).
+seen at the frame edge (`off_screen`). A color one object has, already held by a settled
+region, is unlikely for new content (`claimed`).
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ class ObjectPalette:
         of the frame is behind another one and comes out of it in its own colors. It comes back
         at the frame edge, so regions near it, or in a group reaching it, are not judged; nor is
         new content (`last`, `last_belief`: the last frame's regions and beliefs say who is on
-        screen, and where)."""
+        screen, and where; where each character was last plainly seen is kept from frame to
+        frame)."""
         k = followed.shape[1]
         self._grow(k, self.objects)
         out = np.zeros((stats.count + 1, k))
