@@ -38,6 +38,7 @@ LAYOUT_SPREAD = 0.12
 AREA_SPREAD = 0.5
 CUT_AREA_SPREAD = 1.5  # ... for a part seen cut in pieces, how much bigger it may be
 ANCHOR_SURE = 0.8  # parts believed at least this surely place their object
+WHOLE_ANCHOR = 0.7  # ... if the object size they imply is at least this share of the biggest implied
 CENTRED = 0.2  # parts this close to the object's middle (in object sizes) place it left to right too
 TAKEN_SHARE = 0.5  # a settled region this big against the part's keyframe region shows it whole (characters change size with depth)
 CLAIMANT_SHARE = 0.3  # ... and a region this big is a second copy of it, not a piece cut off it
@@ -395,10 +396,14 @@ def _anchored_frame(stats: RegionStats, rows: np.ndarray, sure: np.ndarray, beli
         x_weights.append(weights[-1] if part.x < CENTRED else 0.0)  # only centred parts place x
     if not sizes:
         return None
-    w = np.array(weights)
+    # A piece of a part (the rest hidden behind something in front) says the object is smaller
+    # than it is, and puts its centre beside the piece: only anchors that say about the biggest
+    # size place it (a strip of body beside the character in front put its head off the head).
+    whole = np.array(sizes) >= WHOLE_ANCHOR * max(sizes)
+    w = np.array(weights) * whole
     size = _weighted_median(np.array(sizes), w)
     y = _weighted_median(np.array(ys), w)
-    xw = np.array(x_weights)
+    xw = np.array(x_weights) * whole
     x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
     return np.array([x, y]), size
 

@@ -321,3 +321,27 @@ def test_a_thin_part_that_swings_goes_on_trusted():
         assert carried.belief[arm].argmax() == red
         assert carried.trust[arm] > 0.9, f"trust {carried.trust[arm]:.2f} at {degrees} degrees"
         memory.remember(stats, seg.ink, carried.belief / np.maximum(carried.belief.sum(1, keepdims=True), 1e-9))
+
+
+def test_a_piece_of_a_part_does_not_place_its_character():
+    """Seed 2: a character comes back behind another; the strip of its body still showing, taken
+    for its whole body, said the character was small and centred beside the strip, so the piece
+    of its head showing was nowhere near where a head should be (and became hill). Only anchors
+    that say about the biggest size place the character."""
+    from types import SimpleNamespace
+
+    from longanim.engine.objects import _anchored_frame, _Layout, _Part
+
+    # A character 100 px across centred at (200, 200): a small hat on top, a big body below.
+    hat = _Part(0, 0, 0.0, -0.5, np.log(0.05))
+    body = _Part(0, 1, 0.0, 0.3, np.log(0.5))
+    lay = _Layout(color=np.array([0, 1]), xy=np.array([[0.0, -0.5], [0.0, 0.3]]), area=np.array([hat.area, body.area]),
+                  cut=np.zeros(2, bool), reach=np.zeros((2, 2)), part_of={0: hat, 1: body})
+    # The whole hat, and two fifths of the body beside the character in front (right of the middle).
+    stats = SimpleNamespace(area=np.array([0.0, 500.0, 2000.0]),
+                            centroid=np.array([[0.0, 0.0], [200.0, 150.0], [225.0, 235.0]]))
+    rows = np.array([1, 2])
+    belief = np.eye(2)
+    centre, size = _anchored_frame(stats, rows, np.ones(2), belief, lay)
+    assert abs(size - 100.0) < 1.0, size
+    assert np.allclose(centre, [200.0, 200.0], atol=1.0), centre
