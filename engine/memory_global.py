@@ -20,7 +20,7 @@ from longanim.engine.regions import RegionStats
 
 # How far apart two views of one color may look, per shape descriptor (RegionStats.shape_features):
 # log area (characters change scale with depth), two log moments per area, wide or tall
-# (tanh of half the log x/y variance ratio), log perimeter**2/area (ragged).
+# ((x - y) / (x + y) of the variances), log perimeter**2/area (ragged).
 SHAPE_SCALE = np.array([0.3, 0.3, 0.3, 0.4, 0.3], np.float32)
 # A region's shape is a close match to a view of its color, or (half hidden, squashed, seen from
 # a new side) anything at all: p(shape | color) = (1 - SHAPE_ODD) * near a view + SHAPE_ODD * anywhere,

@@ -49,9 +49,9 @@ class RegionStats:
         m = np.maximum(self.moments, 1e-3)
         xy = np.maximum(self.spread, 1e-3)
         ragged = np.maximum(self.perimeter, 1.0) ** 2 / area
-        orient = np.tanh(0.5 * np.log(xy[:, 0] / xy[:, 1]))
+        wide = (xy[:, 0] - xy[:, 1]) / (xy[:, 0] + xy[:, 1])  # tanh of half the log ratio, -1..1
         return np.stack([np.log(area), np.log(m[:, 0] / area), np.log(m[:, 1] / area),
-                         orient, np.log(ragged)], axis=1)
+                         wide, np.log(ragged)], axis=1)
 
 
 def grid_step(height: int, width: int) -> int:

@@ -382,20 +382,25 @@ def test_what_a_part_uncovers_as_it_moves_on_does_not_take_its_color():
 
 
 def scenery_wrong(seed, frames):
-    """(wrong, counted) scenery pixels away from lines over `frames` of a synthetic shot
-    colorized from its first frame."""
+    """(wrong, counted) scenery pixels away from lines over `frames`."""
+    return pixels_wrong(seed, frames, lambda shot, n: shot.character_mask(n) == 0)
+
+
+def pixels_wrong(seed, frames, where):
+    """(wrong, counted) pixels away from lines, and where `where(shot, frame)` says, over `frames`
+    of a 480x270 synthetic shot colorized from its first frame."""
     from longanim.engine.synthetic import make_shot
 
     shot = make_shot(500, 480, 270, seed=seed)
-    keys = [Keyframe(0, shot.color(0), shot.lineart(0))]
+    keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
     wrong = counted = 0
-    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(frames.stop)), keys):
+    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(frames.stop)), keyframes):
         if out.number not in frames:
             continue
         keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-        scenery = keep & (shot.character_mask(out.number) == 0)
-        wrong += (scenery & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
-        counted += scenery.sum()
+        judged = keep & where(shot, out.number)
+        wrong += (judged & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
+        counted += judged.sum()
     return wrong, counted
 
 
@@ -454,35 +459,13 @@ def test_what_shows_of_a_head_behind_another_is_not_taken_for_a_slice_of_hill():
     holds them all) better than its head: 30% of that head's pixels of frames 300-321 were
     hill-green. Shape evidence for backdrop colors is capped (BACKDROP_SHAPE): 4.9%; and with
     only whole parts placing the character (a strip of its body had put its frame off): 0.6%."""
-    from longanim.engine.synthetic import PART_NAMES, make_shot
+    from longanim.engine.synthetic import PART_NAMES
 
-    shot = make_shot(500, 480, 270, seed=2)
     head = 1 * 16 + PART_NAMES.index("head")  # character 1's head in the region map
-    keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
-    wrong = counted = 0
-    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(322)), keyframes):
-        if out.number < 300:
-            continue
-        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-        shown = keep & (shot.region_map(out.number) == head)
-        wrong += (shown & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
-        counted += shown.sum()
+    wrong, counted = pixels_wrong(2, range(300, 322), lambda shot, n: shot.region_map(n) == head)
     assert counted > 5000 and wrong < 0.12 * counted, f"{wrong / counted:.1%} of the head wrong"
 
 
 def characters_wrong(seed, frames):
-    """(wrong, counted) character pixels away from lines over `frames` of a synthetic shot
-    colorized from its first frame."""
-    from longanim.engine.synthetic import make_shot
-
-    shot = make_shot(500, 480, 270, seed=seed)
-    keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
-    wrong = counted = 0
-    for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(frames.stop)), keyframes):
-        if out.number not in frames:
-            continue
-        keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-        chars = keep & (shot.character_mask(out.number) > 0)
-        wrong += (chars & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
-        counted += chars.sum()
-    return wrong, counted
+    """(wrong, counted) character pixels away from lines over `frames`."""
+    return pixels_wrong(seed, frames, lambda shot, n: shot.character_mask(n) > 0)
