@@ -115,8 +115,17 @@ class GlobalMemory:
         ok = (neighbors > 0) & sure[neighbors] & sure[:, None]
         ok[0] = False
         rows, slots = np.nonzero(ok)
-        table = np.zeros((k, k))
-        np.add.at(table, (color[rows], color[neighbors[rows, slots]]), contact[rows, slots])
+        # Which colors a color borders is counted by the length of boundary shared, not one per
+        # region: the specks left between crossing lines are many and small, and counted like the
+        # body they sit on, the specks on both sides of an arm made a body its own likeliest
+        # neighbour (so a piece of another character's body beside it, or its own arm, looked like
+        # more of it). How much that says still goes by how many regions showed it.
+        share = contact[rows, slots]
+        pair = (color[rows], color[neighbors[rows, slots]])
+        regions, length = np.zeros((k, k)), np.zeros((k, k))
+        np.add.at(regions, pair, share)
+        np.add.at(length, pair, share * stats.perimeter[rows])
+        table = length * (regions.sum(axis=1) / np.maximum(length.sum(axis=1), 1e-12))[:, None]
         if keyframe:
             self._keyframe_contacts += table
         else:
@@ -156,7 +165,7 @@ class GlobalMemory:
     # ------------------------------------------------------------------ recognition
     @property
     def adjacency(self) -> np.ndarray:
-        """P(a neighbour has color j | a region has color i), rows sum to 1."""
+        """P(the region across a stretch of outline has color j | a region has color i), rows sum to 1."""
         if self._adjacency is None:
             k = len(self.palette)
             self._grow(k)

@@ -14,10 +14,12 @@ not the round character's head when the round one stands over there). And a part
 sits where an object's part sat (the hat on top, the belly in the middle of the body) is
 evidence for that part's color, whatever the part's own shape says; so is a smaller region
 lying inside a part's outline (what shows of a body half hidden behind another character
-sits far from the whole body's middle, but within its outline). A region followed as a part
-of a character on screen does not turn into a part of a character off screen, one last plainly
-seen at the frame edge (`off_screen`). A color one object has, already held by a settled
-region, is unlikely for new content (`claimed`).
+sits far from the whole body's middle, but within its outline). A part that alone places its
+character sits where its part sat by construction, so it says nothing for itself. A region
+followed as a part of a character on screen does not turn into a part of a character off
+screen, one last plainly seen at the frame edge (`off_screen`). A color one object has, already held by a settled
+region, is unlikely for new content (`claimed`). A part drawn inside its character (a belly,
+an eye) never touches the backdrop, which lies behind everything (`inside`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ MIN_PARTS = 3  # objects with fewer own regions have no layout
 LAYOUT_ODD = 0.2  # a part anywhere at all (an arm swung wide, a half-hidden head)
 LAYOUT_SPECIFIC = 3.0  # nats a part in its place is likelier than anywhere
 PIECE_SPECIFIC = 1.0  # nats a piece of a part, inside its outline, is likelier than anywhere
+INNER_WEIGHT = 3.0  # nats against a part drawn inside its character (a belly) for a region touching the backdrop
+INNER_CONTACT = 0.1  # ... by at least this share of its outline
 
 
 @dataclass
@@ -89,6 +93,8 @@ class ObjectPalette:
         self.copies = np.zeros(0, np.int64)  # (colors,) most regions of the color in one keyframe object
         self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
         self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
+        self.inner = np.zeros(0, bool)  # (colors,) drawn inside its character: never beside the backdrop
+        self.outer = np.zeros(0, bool)  # (colors,) seen beside the backdrop or the frame edge in a keyframe
         self.parts: list[_Part] = []
         self.object_area = np.zeros(0)  # (objects,) pixels in its keyframe
         self.left_by_edge = np.zeros(0, bool)  # (objects,) last seen at the frame edge (or never yet)
@@ -147,6 +153,33 @@ class ObjectPalette:
                                         (float(reach[0]), float(reach[1]))))
                 self._layout_cache = None
         self.member[self.backdrop] = False
+        # Parts drawn inside their character (a belly, an eye) touch only its other parts and
+        # whatever passes in front; the backdrop is behind everything, so it never touches them.
+        # (A part cut by the frame edge may reach the backdrop beyond it.)
+        beside = self.backdrop[label[stats.neighbors]] & (stats.neighbors > 0)
+        outer = beside.any(axis=1) | stats.border
+        outer[0] = False
+        self.outer[label[outer]] = True
+        self.inner = ~self.outer & ~self.backdrop & (self.member.sum(axis=1) > 0)
+
+    def inside(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
+        """((n+1) x colors) log-evidence against parts drawn inside their character, for regions
+        beside settled backdrop: the strip of body left beside a character in front looks like
+        the belly it hides, but it touches the ground, which no belly does. (Only backdrop
+        followed cleanly counts: a body walking in over the ground is taken for ground at first,
+        and would speak against its own belly.)"""
+        k = belief.shape[1]
+        self._grow(k, self.objects)
+        out = np.zeros((stats.count + 1, k))
+        inner = np.flatnonzero(self.inner[:k])
+        if not inner.size or not INNER_WEIGHT:
+            return out
+        backdrop = settled & (belief[:, self.backdrop[:k]].sum(axis=1) >= 0.5)
+        beside = (np.where(stats.neighbors > 0, stats.contact, 0.0) * backdrop[stats.neighbors]).sum(axis=1)
+        touching = np.flatnonzero(beside >= INNER_CONTACT)
+        out[np.ix_(touching, inner)] = -INNER_WEIGHT
+        out[0] = 0.0
+        return out
 
     def _grow(self, colors: int, objects: int) -> None:
         member = np.zeros((max(colors, self.member.shape[0]), max(objects, self.objects)), bool)
@@ -156,6 +189,7 @@ class ObjectPalette:
         self.backdrop, self.loose = _padded(self.backdrop, n), _padded(self.loose, n)
         self.copies, self.whole_area = _padded(self.copies, n), _padded(self.whole_area, n)
         self.part_area = _padded(self.part_area, n)
+        self.inner, self.outer = _padded(self.inner, n), _padded(self.outer, n)
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
@@ -322,6 +356,7 @@ class ObjectPalette:
             rows = np.flatnonzero(group == g)
             for obj, lay in layouts.items():
                 frame = _anchored_frame(stats, rows, own[rows, obj] * whole[rows], belief[rows], lay)
+                placers = None
                 if frame is None:
                     # Nothing of the object known here yet: try the group (less whatever is
                     # surely another object) as the whole object, if the frame edge cuts none of it.
@@ -333,7 +368,7 @@ class ObjectPalette:
                         continue
                     centre, size, total = _frame_of(stats, rows, weight)
                 else:
-                    centre, size = frame
+                    centre, size, placers = frame
                     total = size * size
                 xy = (stats.centroid[rows] - centre) / size
                 xy[:, 0] = np.abs(xy[:, 0])
@@ -353,6 +388,11 @@ class ObjectPalette:
                     d2p = np.sum(beyond**2, axis=2) + (np.maximum(bigger, 0.0) / AREA_SPREAD) ** 2
                     piece = np.log((1.0 - LAYOUT_ODD) * np.exp(PIECE_SPECIFIC - d2p / 2.0) + LAYOUT_ODD)
                     score = np.maximum(score, piece)
+                if placers is not None and placers.size == 1:
+                    # A part that alone places its character sits where its part sat by construction:
+                    # it places the other parts, but says nothing for itself (a body coming out as
+                    # another leaves, followed as the leaving one's belly, kept it that way).
+                    score[placers] = np.log(LAYOUT_ODD)
                 at = np.ix_(rows, lay.color)  # an object has one part per color
                 out[at] = np.maximum(out[at], score)
         return out
@@ -378,16 +418,18 @@ def _anchored_frame(stats: RegionStats, rows: np.ndarray, sure: np.ndarray, beli
     """The object's centre and size as its surely identified, whole parts place it: each
     such part says how big the object must be (from its share of the object's area) and
     where its centre is (from where the part sits in it). Works with the object half hidden
-    behind another or half out of frame, where the visible regions' own centre would not."""
+    behind another or half out of frame, where the visible regions' own centre would not.
+    Returns the centre, the size, and which of `rows` (positions) placed it."""
     anchors = np.flatnonzero(sure >= ANCHOR_SURE)
     if anchors.size == 0:
         return None
-    sizes, ys, xs, weights, x_weights = [], [], [], [], []
+    sizes, ys, xs, weights, x_weights, placed = [], [], [], [], [], []
     for a in anchors:
         r = rows[a]
         part = lay.part_of.get(int(belief[a].argmax()))
         if part is None:
             continue
+        placed.append(a)
         size = np.sqrt(stats.area[r] / np.exp(part.area))
         sizes.append(size)
         ys.append(stats.centroid[r][1] - part.y * size)
@@ -405,7 +447,7 @@ def _anchored_frame(stats: RegionStats, rows: np.ndarray, sure: np.ndarray, beli
     y = _weighted_median(np.array(ys), w)
     xw = np.array(x_weights) * whole
     x = _weighted_median(np.array(xs), xw) if xw.sum() > 0 else _weighted_median(np.array(xs), w)
-    return np.array([x, y]), size
+    return np.array([x, y]), size, np.array(placed)[whole]
 
 
 def _padded(per_color: np.ndarray, n: int) -> np.ndarray:

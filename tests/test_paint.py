@@ -126,13 +126,12 @@ def test_unseen_regions_are_flagged_for_review():
     assert result.info["review_fraction"] > 0.0
 
 
-@pytest.mark.parametrize("seed", [3, 6])
+@pytest.mark.parametrize("seed", [3, 7])
 def test_the_review_mask_holds_most_of_the_mistakes(seed):
     """Over a long synthetic shot the colorizer does make mistakes (scenery uncovered behind a
     character, pieces coming out from behind another one); most of them must be flagged, and
     the flags must not cover the picture. These two shots are ones with mistakes to find at
-    this size (1.6-4% of the pixels wrong); the belief's own maximum as confidence flags only
-    44% of seed 3's."""
+    this size (about 0.7% of the pixels wrong; seed 6, once one of them, is down to 0.4%)."""
     from longanim.engine.synthetic import make_shot
 
     shot = make_shot(300, 160, 90, seed)
@@ -389,19 +388,26 @@ def scenery_wrong(seed, frames):
 def pixels_wrong(seed, frames, where):
     """(wrong, counted) pixels away from lines, and where `where(shot, frame)` says, over `frames`
     of a 480x270 synthetic shot colorized from its first frame."""
+    return pixels_wrong_each(seed, frames, {"": where})[""]
+
+
+def pixels_wrong_each(seed, frames, wheres):
+    """`pixels_wrong` for several masks (name -> where) over one colorizing pass."""
     from longanim.engine.synthetic import make_shot
 
     shot = make_shot(500, 480, 270, seed=seed)
     keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
-    wrong = counted = 0
+    counts = {name: [0, 0] for name in wheres}
     for out in PaintBackend().colorize(((i, shot.lineart(i)) for i in range(frames.stop)), keyframes):
         if out.number not in frames:
             continue
         keep = cv2.dilate(shot.line_mask(out.number).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
-        judged = keep & where(shot, out.number)
-        wrong += (judged & np.any(out.rgb != shot.color(out.number), axis=2)).sum()
-        counted += judged.sum()
-    return wrong, counted
+        wrong = np.any(out.rgb != shot.color(out.number), axis=2)
+        for name, where in wheres.items():
+            judged = keep & where(shot, out.number)
+            counts[name][0] += int((judged & wrong).sum())
+            counts[name][1] += int(judged.sum())
+    return {name: tuple(c) for name, c in counts.items()}
 
 
 def test_a_strip_of_scenery_is_not_taken_for_a_part_far_smaller_than_it():
@@ -464,6 +470,27 @@ def test_what_shows_of_a_head_behind_another_is_not_taken_for_a_slice_of_hill():
     head = 1 * 16 + PART_NAMES.index("head")  # character 1's head in the region map
     wrong, counted = pixels_wrong(2, range(300, 322), lambda shot, n: shot.region_map(n) == head)
     assert counted > 5000 and wrong < 0.12 * counted, f"{wrong / counted:.1%} of the head wrong"
+
+
+def test_a_character_back_behind_another_keeps_its_colors():
+    """Seed 2: a character comes back after 193 frames away and walks behind another, out on
+    its other side. Once its belly slides behind the front one, the strip of body still showing
+    has the belly's size and sits where it sat: 34% of that body's pixels of frames 300-325 wore
+    the belly's color. The strip touches the ground, which no belly, drawn inside its body, ever
+    does (`INNER_WEIGHT`): 0.1% (31% without that rule). Over the 100 frames after it is back,
+    95.2% of its pixels were right; with that, and with neighbours counted by the length of
+    boundary they share (the specks between a body's crossing lines made it its own likeliest
+    neighbour, so pieces coming out beside the front body looked like more of it), 98.8%. The
+    target is 98%."""
+    from longanim.engine.synthetic import PART_NAMES
+
+    body = 1 * 16 + PART_NAMES.index("body")  # character 1's body in the region map
+    (strip_wrong, strip), (back_wrong, back) = pixels_wrong_each(2, range(300, 402), {
+        "strip": lambda shot, n: (shot.region_map(n) == body) & (n < 326),
+        "back": lambda shot, n: (shot.character_mask(n) == 1) & (n >= 302),
+    }).values()
+    assert strip > 10000 and strip_wrong < 0.03 * strip, f"{strip_wrong / strip:.1%} of the body wrong"
+    assert back > 100000 and back_wrong < 0.02 * back, f"{1 - back_wrong / back:.2%} of the character right"
 
 
 def characters_wrong(seed, frames):

@@ -7,9 +7,9 @@ last frame's beliefs over, as far as each region plausibly continues what was th
 its shape and the colors around it (engine/memory_global.py), and where it sits in the
 character it hangs on (engine/objects.py), and for scenery the rows of the picture it lies
 in (engine/scenery_bands.py); no region is taken for a part or prop far smaller than it
-ever was, and none followed as a part of a character on screen turns into a part of one off
-screen (engine/objects.py). Their product is the new belief: the paper's dynamic
-global-local memory, at region level.
+ever was, none followed as a part of a character on screen turns into a part of one off
+screen, and none beside the backdrop is a part drawn inside its character (engine/objects.py).
+Their product is the new belief: the paper's dynamic global-local memory, at region level.
 
 Where following is in doubt (a turn-around, a character coming out from behind another
 or walking back into the frame) the global memory decides; where a color was followed
@@ -238,6 +238,9 @@ class _Shot:
         # A part that settled regions already show whole is not also this region (the character
         # behind wearing the front one's body, found by shape while the two overlap).
         taken = self.objects.taken(stats, followed, settled)
+        # A region beside the backdrop is no part drawn inside its character (the strip of body
+        # left beside a character in front is not the belly it hides).
+        inside = self.objects.inside(stats, followed, settled)
         # No region is a part or prop far smaller than it ever was (a strip of hill is no arm).
         too_big = self.objects.too_big(stats, self.global_.largest(k))
         # Nor does a region followed as a part of a character on screen turn into one off screen.
@@ -246,7 +249,7 @@ class _Shot:
             off_screen = self.objects.off_screen(stats, followed, trust, self.local.stats, widen(self.local.belief, k))
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
-            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big + off_screen
+            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big + off_screen + inside
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
