@@ -245,23 +245,29 @@ def test_components_group_adjacent_regions_only():
     assert group[top] == group[bottom] != group[other] and group[other] > 0
 
 
+def cel(colored, sky, shapes):
+    """Filled shapes with black outlines on sky, back to front; or, as line art, on paper.
+    `shapes`: (draw(img, color, thickness), fill color) pairs."""
+    img = np.full((270, 480, 3), sky if colored else PAPER, np.uint8)
+    for draw, color in shapes:
+        draw(img, color if colored else PAPER, -1)
+        draw(img, (0, 0, 0), 2)
+    return img
+
+
 def little_character(colored, *, hidden_down_to=None):
     """Hat, head, body with a belly on sky; optionally a grey board in front of all but the
     bottom of the body."""
     sky, hat, head, body, belly, board = (150, 200, 238), (40, 140, 60), (240, 200, 160), (190, 80, 170), (250, 230, 120), (90, 90, 90)
-    img = np.full((270, 480, 3), sky if colored else PAPER, np.uint8)
-
-    def draw(shape, color):
-        shape(color if colored else PAPER, -1)
-        shape((0, 0, 0), 2)
-
-    draw(lambda c, t: cv2.ellipse(img, (240, 150), (14, 20), 0, 0, 360, c, t), body)
-    draw(lambda c, t: cv2.ellipse(img, (240, 153), (7, 10), 0, 0, 360, c, t), belly)
-    draw(lambda c, t: cv2.circle(img, (240, 120), 10, c, t), head)
-    draw(lambda c, t: cv2.rectangle(img, (232, 98), (248, 110), c, t), hat)
+    shapes = [
+        (lambda img, c, t: cv2.ellipse(img, (240, 150), (14, 20), 0, 0, 360, c, t), body),
+        (lambda img, c, t: cv2.ellipse(img, (240, 153), (7, 10), 0, 0, 360, c, t), belly),
+        (lambda img, c, t: cv2.circle(img, (240, 120), 10, c, t), head),
+        (lambda img, c, t: cv2.rectangle(img, (232, 98), (248, 110), c, t), hat),
+    ]
     if hidden_down_to is not None:
-        draw(lambda c, t: cv2.rectangle(img, (200, 128), (280, hidden_down_to), c, t), board)
-    return img, body
+        shapes.append((lambda img, c, t: cv2.rectangle(img, (200, 128), (280, hidden_down_to), c, t), board))
+    return cel(colored, sky, shapes), body
 
 
 def test_what_shows_of_a_hidden_part_is_placed_inside_that_part(monkeypatch):
@@ -353,18 +359,14 @@ def character_beside_a_board(colored, *, board_to=None):
     front of everything left of `board_to`, belly included, leaving a strip of the body's right
     side showing between the board and the sky."""
     sky, head, body, belly, board = (150, 200, 238), (240, 200, 160), (60, 70, 190), (200, 190, 240), (90, 90, 90)
-    img = np.full((270, 480, 3), sky if colored else PAPER, np.uint8)
-
-    def draw(shape, color):
-        shape(color if colored else PAPER, -1)
-        shape((0, 0, 0), 2)
-
-    draw(lambda c, t: cv2.ellipse(img, (240, 150), (22, 26), 0, 0, 360, c, t), body)
-    draw(lambda c, t: cv2.ellipse(img, (244, 153), (10, 13), 0, 0, 360, c, t), belly)
-    draw(lambda c, t: cv2.circle(img, (240, 114), 12, c, t), head)
+    shapes = [
+        (lambda img, c, t: cv2.ellipse(img, (240, 150), (22, 26), 0, 0, 360, c, t), body),
+        (lambda img, c, t: cv2.ellipse(img, (244, 153), (10, 13), 0, 0, 360, c, t), belly),
+        (lambda img, c, t: cv2.circle(img, (240, 114), 12, c, t), head),
+    ]
     if board_to is not None:
-        draw(lambda c, t: cv2.rectangle(img, (150, 90), (board_to, 200), c, t), board)
-    return img, body, belly
+        shapes.append((lambda img, c, t: cv2.rectangle(img, (150, 90), (board_to, 200), c, t), board))
+    return cel(colored, sky, shapes), body, belly
 
 
 def test_a_strip_of_body_beside_the_sky_is_not_the_belly_it_hides():

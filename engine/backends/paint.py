@@ -249,7 +249,8 @@ class _Shot:
             off_screen = self.objects.off_screen(stats, followed, trust, self.local.stats, widen(self.local.belief, k))
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
-            score = shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout + bands + taken + too_big + off_screen + inside
+            score = (shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout
+                     + bands + taken + too_big + off_screen + inside)
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
