@@ -19,7 +19,7 @@ character sits where its part sat by construction, so it says nothing for itself
 followed as a part of a character on screen does not turn into a part of a character off
 screen, one last plainly seen at the frame edge (`off_screen`). A color one object has, already held by a settled
 region, is unlikely for new content (`claimed`). A part drawn inside its character (a belly,
-an eye) never touches the backdrop, which lies behind everything (`inside`).
+an eye) never touches the backdrop, which lies behind everything (`beside_backdrop`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ class ObjectPalette:
         self.whole_area = np.zeros(0)  # (colors,) its biggest region in a keyframe, pixels
         self.part_area = np.zeros(0)  # (colors,) all its regions in one keyframe object together, pixels
         self.inner = np.zeros(0, bool)  # (colors,) drawn inside its character: never beside the backdrop
-        self.outer = np.zeros(0, bool)  # (colors,) seen beside the backdrop or the frame edge in a keyframe
+        self.touches = np.zeros((0, 0), bool)  # (colors, colors) seen side by side in a keyframe
+        self.at_edge = np.zeros(0, bool)  # (colors,) seen cut by the frame edge in a keyframe
         self.parts: list[_Part] = []
         self.object_area = np.zeros(0)  # (objects,) pixels in its keyframe
         self.left_by_edge = np.zeros(0, bool)  # (objects,) last seen at the frame edge (or never yet)
@@ -156,18 +157,20 @@ class ObjectPalette:
         # Parts drawn inside their character (a belly, an eye) touch only its other parts and
         # whatever passes in front; the backdrop is behind everything, so it never touches them.
         # (A part cut by the frame edge may reach the backdrop beyond it.)
-        beside = self.backdrop[label[stats.neighbors]] & (stats.neighbors > 0)
-        outer = beside.any(axis=1) | stats.border
-        outer[0] = False
-        self.outer[label[outer]] = True
-        self.inner = ~self.outer & ~self.backdrop & (self.member.sum(axis=1) > 0)
+        rows, slots = np.nonzero(stats.neighbors[1:] > 0)
+        self.touches[label[rows + 1], label[stats.neighbors[rows + 1, slots]]] = True
+        self.at_edge[label[np.flatnonzero(stats.border[1:]) + 1]] = True
+        beside = self.touches[:, self.backdrop].any(axis=1) | self.at_edge
+        self.inner = ~beside & ~self.backdrop & (self.member.sum(axis=1) > 0)
 
-    def inside(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
+    def beside_backdrop(self, stats: RegionStats, belief: np.ndarray, settled: np.ndarray) -> np.ndarray:
         """((n+1) x colors) log-evidence against parts drawn inside their character, for regions
         beside settled backdrop: the strip of body left beside a character in front looks like
-        the belly it hides, but it touches the ground, which no belly does. (Only backdrop
-        followed cleanly counts: a body walking in over the ground is taken for ground at first,
-        and would speak against its own belly.)"""
+        the belly it hides, but it touches the ground, which no belly does. Only backdrop
+        followed cleanly counts (a body walking in is taken for ground at first, and would speak
+        against its own belly), and a region followed cleanly as such a part keeps it (a part
+        one keyframe showed only within its character, such as an arm across the body, may
+        yet swing out into the sky)."""
         k = belief.shape[1]
         self._grow(k, self.objects)
         out = np.zeros((stats.count + 1, k))
@@ -178,6 +181,8 @@ class ObjectPalette:
         beside = (np.where(stats.neighbors > 0, stats.contact, 0.0) * backdrop[stats.neighbors]).sum(axis=1)
         touching = np.flatnonzero(beside >= INNER_CONTACT)
         out[np.ix_(touching, inner)] = -INNER_WEIGHT
+        holders = np.flatnonzero(settled)
+        out[holders, belief[holders].argmax(axis=1)] = 0.0
         out[0] = 0.0
         return out
 
@@ -189,7 +194,10 @@ class ObjectPalette:
         self.backdrop, self.loose = _padded(self.backdrop, n), _padded(self.loose, n)
         self.copies, self.whole_area = _padded(self.copies, n), _padded(self.whole_area, n)
         self.part_area = _padded(self.part_area, n)
-        self.inner, self.outer = _padded(self.inner, n), _padded(self.outer, n)
+        self.inner, self.at_edge = _padded(self.inner, n), _padded(self.at_edge, n)
+        touches = np.zeros((n, n), bool)
+        touches[: self.touches.shape[0], : self.touches.shape[1]] = self.touches
+        self.touches = touches
 
     def evidence(self, stats: RegionStats, belief: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two ((n+1) x colors) log-evidence tables from each region's group: `barred`, low where
@@ -389,9 +397,11 @@ class ObjectPalette:
                     piece = np.log((1.0 - LAYOUT_ODD) * np.exp(PIECE_SPECIFIC - d2p / 2.0) + LAYOUT_ODD)
                     score = np.maximum(score, piece)
                 if placers is not None and placers.size == 1:
-                    # A part that alone places its character sits where its part sat by construction:
-                    # it places the other parts, but says nothing for itself (a body coming out as
-                    # another leaves, followed as the leaving one's belly, kept it that way).
+                    # A part that alone places its character sits about where its part sat by
+                    # construction (size and height always; across too, if it is centred): it places
+                    # the other parts, but says nothing for itself, for any of the character's colors
+                    # (a body coming out as another leaves, followed as the leaving one's belly, kept
+                    # it that way).
                     score[placers] = np.log(LAYOUT_ODD)
                 at = np.ix_(rows, lay.color)  # an object has one part per color
                 out[at] = np.maximum(out[at], score)

@@ -384,7 +384,8 @@ def test_a_strip_of_body_beside_the_sky_is_not_the_belly_it_hides():
     # In the keyframe itself the belly touches only the body: nothing speaks against it.
     (belly_region,) = np.flatnonzero(truth == belly)
     settled = np.ones(stats.count + 1, bool)
-    assert objects.inside(stats, one_hot(truth, len(palette)), settled)[belly_region, belly] == 0.0
+    settled[belly_region] = False  # not followed cleanly: only its place speaks
+    assert objects.beside_backdrop(stats, one_hot(truth, len(palette)), settled)[belly_region, belly] == 0.0
 
     colored, _, _ = character_beside_a_board(True, board_to=256)
     seg, stats = look(character_beside_a_board(False, board_to=256)[0])
@@ -396,11 +397,16 @@ def test_a_strip_of_body_beside_the_sky_is_not_the_belly_it_hides():
     belief[strip] = 1.0 / len(palette)
     settled = np.ones(stats.count + 1, bool)
     settled[strip] = False
-    against = objects.inside(stats, belief, settled)
+    against = objects.beside_backdrop(stats, belief, settled)
     assert against[strip, belly] < -1.0
     assert against[strip, body] == 0.0
     # Backdrop only just come in (not followed cleanly yet) may be a misread body: it says nothing.
-    assert not objects.inside(stats, belief, np.zeros(stats.count + 1, bool)).any()
+    assert not objects.beside_backdrop(stats, belief, np.zeros(stats.count + 1, bool)).any()
+    # A region followed cleanly as such a part keeps it (an arm a keyframe showed only across its
+    # body may swing out into the sky).
+    belief[strip] = 0.0
+    belief[strip, belly] = 1.0
+    assert objects.beside_backdrop(stats, belief, np.ones(stats.count + 1, bool))[strip, belly] == 0.0
 
 
 def test_specks_between_crossing_lines_do_not_make_a_part_its_own_neighbour():

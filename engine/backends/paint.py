@@ -240,7 +240,7 @@ class _Shot:
         taken = self.objects.taken(stats, followed, settled)
         # A region beside the backdrop is no part drawn inside its character (the strip of body
         # left beside a character in front is not the belly it hides).
-        inside = self.objects.inside(stats, followed, settled)
+        beside_backdrop = self.objects.beside_backdrop(stats, followed, settled)
         # No region is a part or prop far smaller than it ever was (a strip of hill is no arm).
         too_big = self.objects.too_big(stats, self.global_.largest(k))
         # Nor does a region followed as a part of a character on screen turn into one off screen.
@@ -250,7 +250,7 @@ class _Shot:
         for _ in range(ROUNDS):  # neighbours' beliefs settle, so their context is read again
             barred, layout = self.objects.evidence(stats, belief)
             score = (shape + CONTEXT_WEIGHT * self.global_.context_loglik(stats, belief) + barred + placed * layout
-                     + bands + taken + too_big + off_screen + inside)
+                     + bands + taken + too_big + off_screen + beside_backdrop)
             score = np.minimum(score - score.max(axis=1, keepdims=True) + slack, 0.0)
             belief = _softmax(log_prior + score)
         # Specks too small to describe and new to this frame continue the fill around them.
