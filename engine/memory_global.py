@@ -121,11 +121,10 @@ class GlobalMemory:
         # neighbour (so a piece of another character's body beside it, or its own arm, looked like
         # more of it). How much that says still goes by how many regions showed it.
         share = contact[rows, slots]
-        pair = (color[rows], color[neighbors[rows, slots]])
-        regions, length = np.zeros((k, k)), np.zeros((k, k))
-        np.add.at(regions, pair, share)
-        np.add.at(length, pair, share * stats.perimeter[rows])
-        table = length * (regions.sum(axis=1) / np.maximum(length.sum(axis=1), 1e-12))[:, None]
+        table = np.zeros((k, k))
+        np.add.at(table, (color[rows], color[neighbors[rows, slots]]), share * stats.perimeter[rows])
+        regions = np.bincount(color[rows], share, minlength=k)
+        table *= (regions / np.maximum(table.sum(axis=1), 1e-12))[:, None]
         if keyframe:
             self._keyframe_contacts += table
         else:

@@ -17,9 +17,10 @@ lying inside a part's outline (what shows of a body half hidden behind another c
 sits far from the whole body's middle, but within its outline). A part that alone places its
 character sits where its part sat by construction, so it says nothing for itself. A region
 followed as a part of a character on screen does not turn into a part of a character off
-screen, one last plainly seen at the frame edge (`off_screen`). A color one object has, already held by a settled
-region, is unlikely for new content (`claimed`). A part drawn inside its character (a belly,
-an eye) never touches the backdrop, which lies behind everything (`beside_backdrop`).
+screen, one last plainly seen at the frame edge (`off_screen`). A color one object has,
+already held by a settled region, is unlikely for new content (`claimed`). A part drawn
+inside its character (a belly, an eye) never touches the backdrop, which lies behind
+everything (`beside_backdrop`).
 """
 
 from __future__ import annotations
