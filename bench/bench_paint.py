@@ -15,7 +15,7 @@ Parts (targets from issue 2):
   e  a busy drawing: a grid of small cells in many keyframe colors (hatching, a crowd), the
      case where the per-region work dominates; median ms per frame, no target;
   d  accuracy on clean synthetic shots through `longanim demo`'s own code
-     (engine/demo.py), global memory on and off (`global_memory=False`, the local-only
+     (engine/evaluation/demo.py), global memory on and off (`global_memory=False`, the local-only
      ablation): all pixels, characters' pixels, and characters' pixels after re-entry
      (targets >= 99%, >= 99%, >= 98%).
 
@@ -96,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def bench_in_memory(size: tuple[int, int], frames: int, warmup: int) -> dict:
     from longanim.engine.backends import create_backend
     from longanim.engine.backends.base import Keyframe
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     w, h = size
     total = warmup + frames
@@ -156,9 +156,9 @@ def bench_busy(size: tuple[int, int], cell: int, colors: int, frames: int) -> di
 # --------------------------------------------------------------------------- (b) end to end
 
 def bench_end_to_end(size: tuple[int, int], frames: int, warmup: int) -> dict:
-    from longanim.engine.demo import write_refs, write_shot
+    from longanim.engine.evaluation.demo import write_refs, write_shot
     from longanim.engine.pipeline import RefSpec, colorize_shot
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     w, h = size
     total = warmup + frames
@@ -185,7 +185,7 @@ def rss_child(frames: int, size: tuple[int, int]) -> None:
 
     from longanim.engine.backends import create_backend
     from longanim.engine.backends.base import Keyframe
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     w, h = size
     shot = make_shot(frames, w, h, seed=0)
@@ -211,8 +211,8 @@ def bench_rss(frames: int, size: tuple[int, int]) -> dict:
 # --------------------------------------------------------------------------- (d) accuracy
 
 def bench_accuracy(frames: int, size: tuple[int, int], seed: int, global_memory: bool) -> dict:
-    from longanim.engine.demo import error_split, run_demo
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.demo import error_split, run_demo
+    from longanim.engine.evaluation.synthetic import make_shot
 
     with tempfile.TemporaryDirectory(prefix="bench-paint-acc-") as tmp:
         fig = run_demo(Path(tmp) / "demo", frames, size, seed, "paint", {"global_memory": global_memory},
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
         say()
 
     if "d" in args.parts:
-        from longanim.engine.demo import REENTRY_DEFINITION
+        from longanim.engine.evaluation.demo import REENTRY_DEFINITION
 
         w, h = args.acc_size
         runs = [bench_accuracy(args.acc_frames, args.acc_size, seed, gm)
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
         say()
         say(f"Clean synthetic shots, {args.acc_frames} frames at {w}x{h}, seeds "
             f"{', '.join(map(str, args.seeds))}, one reference keyframe (the first frame), through "
-            "`longanim demo`'s code (engine/demo.py: PNG files, `colorize_shot`, engine/metrics.py). "
+            "`longanim demo`'s code (engine/evaluation/demo.py: PNG files, `colorize_shot`, engine/evaluation/report.py). "
             "Flat-region accuracy: share of pixels not within 1 px of a line whose CIEDE2000 to the truth "
             "is <= 3. 'Characters' counts only characters' pixels (synthetic masks). "
             f"'After re-entry': {REENTRY_DEFINITION}. `global_memory=off` is the local-only ablation.")
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         say()
 
     say(f"Total benchmark time: {time.perf_counter() - started:.0f} s.")
-    from longanim.engine.image_files import atomic_write
+    from longanim.engine.sequences.image_files import atomic_write
 
     text = ("\n".join(lines) + "\n").encode()
     atomic_write(args.out, lambda tmp: Path(tmp).write_bytes(text))

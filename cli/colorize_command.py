@@ -31,7 +31,7 @@ def run(args) -> int:
 
         return run_remote(args)
     from longanim.engine.pipeline import colorize_shot
-    from longanim.engine.sequence_in import open_sequence, parse_frame_range
+    from longanim.engine.sequences.reader import open_sequence, parse_frame_range
     from longanim.options import parse_options, parse_refs
     from longanim.progress import ProgressBar
 

@@ -2,7 +2,7 @@
 
 Makes a seeded synthetic shot, colorizes it from its reference keyframe through the
 same pipeline as `longanim colorize`, scores it against the truth and draws a
-contact sheet (engine/demo.py does the work; this module only parses and prints).
+contact sheet (engine/evaluation/demo.py does the work; this module only parses and prints).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from longanim.engine.demo import format_figures, run_demo
+    from longanim.engine.evaluation.demo import format_figures, run_demo
     from longanim.engine.errors import InputError
     from longanim.options import parse_options
     from longanim.progress import ProgressBar

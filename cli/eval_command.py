@@ -36,9 +36,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from contextlib import ExitStack
 
-    from longanim.engine import metrics
+    from longanim.engine.evaluation import report as metrics
+    from longanim.engine.evaluation.pixel_metrics import line_mask_from_lineart
     from longanim.engine.errors import InputError
-    from longanim.engine.sequence_in import open_sequence
+    from longanim.engine.sequences.reader import open_sequence
 
     if args.tolerance is not None and not args.tolerance > 0:
         raise InputError("--tolerance must be a positive CIEDE2000 value")
@@ -75,7 +76,7 @@ def run(args) -> int:
 
         kwargs = {}
         if "lineart" in extras:
-            kwargs["line_masks"] = (metrics.line_mask_from_lineart(a) for a in frames(extras["lineart"]))
+            kwargs["line_masks"] = (line_mask_from_lineart(a) for a in frames(extras["lineart"]))
         if args.tolerance is not None:
             kwargs["tolerance"] = args.tolerance
         masks = (extras["masks"].read(n).pixels for n in common) if "masks" in extras else None
@@ -143,7 +144,7 @@ def _rgb8(image):
     sRGB transfer function, 16-bit is scaled), alpha is dropped, gray is repeated."""
     import numpy as np
 
-    from longanim.engine.colorspace import to_uint8_display
+    from longanim.engine.sequences.colorspace import to_uint8_display
 
     a = to_uint8_display(image)
     if a.shape[2] < 3:

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from longanim.engine.curve_keys import write_keys
+    from longanim.engine.server.curve_keys import write_keys
 
     paths = write_keys(args.directory)
     print(f"engine:  longanim serve --curve-keys {args.directory}   (keep {paths['server_secret']} private)")

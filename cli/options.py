@@ -7,7 +7,7 @@ from longanim.engine.errors import InputError
 
 def parse_refs(texts: list[str]):
     from longanim.engine.pipeline import RefSpec
-    from longanim.engine.sequence_in import parse_ref_arg
+    from longanim.engine.sequences.reader import parse_ref_arg
 
     return [RefSpec(*parse_ref_arg(text)) for text in texts]
 

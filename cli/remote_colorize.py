@@ -17,7 +17,7 @@ from longanim.progress import ProgressBar
 
 def run_remote(args) -> int:
     from longanim.engine.errors import InputError, LonganimError
-    from longanim.engine.sequence_in import parse_frame_range, parse_ref_arg
+    from longanim.engine.sequences.reader import parse_frame_range, parse_ref_arg
     from longanim.options import parse_options
     from longanim.protocol.client import CurveKeys, EngineClient, EngineError
 

@@ -44,7 +44,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from longanim.engine.errors import InputError
-    from longanim.engine.server import EngineServer, ServeConfig, is_loopback
+    from longanim.engine.server.control_loop import EngineServer, ServeConfig, is_loopback
 
     if args.max_message_mb <= 0:
         raise InputError("--max-message-mb must be positive")

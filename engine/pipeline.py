@@ -22,12 +22,12 @@ import numpy as np
 
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Backend, CancelFn, ColoredFrame, Keyframe, ProgressFn
-from longanim.engine.colorspace import to_display_float
+from longanim.engine.sequences.colorspace import to_display_float
 from longanim.engine.errors import InputError
-from longanim.engine.image_files import ImageData, atomic_write, read_image
-from longanim.engine.sequence_in import Sequence as FrameSequence
-from longanim.engine.sequence_in import frame_number_from_path, open_sequence
-from longanim.engine.sequence_out import SequenceWriter
+from longanim.engine.sequences.image_files import ImageData, atomic_write, read_image
+from longanim.engine.sequences.reader import Sequence as FrameSequence
+from longanim.engine.sequences.reader import frame_number_from_path, open_sequence
+from longanim.engine.sequences.writer import SequenceWriter
 
 REPORT_NAME = "report.json"
 CONFIDENCE_DIR = "confidence"

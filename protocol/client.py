@@ -1,5 +1,6 @@
-"""Client of the longanim engine: pyzmq + msgpack only (numpy is imported when
-pixels are sent or received), so it runs inside Blender's and Nuke's Python.
+"""Client of the longanim engine: the job API over a `Connection` (pyzmq + msgpack only;
+numpy is imported when pixels are sent or received), so it runs inside Blender's and
+Nuke's Python.
 
 Blocking use (scripts, the farm CLI)::
 
@@ -18,82 +19,37 @@ Non-blocking use (a GUI timer calls this every ~50 ms; nothing here ever waits):
             show(result.number, result.rgb)
         return None if job.final else 0.05   # job.state, job.frames_done, job.eta_s, job.error
 
-An EngineClient belongs to one thread (ZeroMQ sockets do); use one per thread.
-Every wait has a deadline. Any message from the engine counts as a heartbeat;
-when the engine stays silent for `liveness` heartbeats the client reconnects
-with doubling backoff and reattaches its unfinished jobs, so results that
-arrived before the gap are kept and the rest are sent again from the cache.
+An EngineClient belongs to one thread; use one per thread. When the connection
+reconnects after silence, or finds a restarted engine, the client reattaches its
+unfinished jobs, so results that arrived before the gap are kept and the rest are sent
+again from the cache.
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import re
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
-from urllib.parse import urlsplit
 
-import zmq
 
 from longanim.protocol import messages as M
-from longanim.protocol.wire import (
-    PROTOCOL_VERSION,
-    Message,
-    WireError,
-    compatible,
-    deserialize,
-    make_message,
-    serialize,
+from longanim.protocol.connection import (
+    DEFAULT_URL,
+    Connection,
+    CurveKeys,
+    EngineError,
+    EngineTimeout,
+    default_token_path,
+    error_fields,
 )
+from longanim.protocol.wire import PROTOCOL_VERSION, Message, WireError, compatible, serialize
 
-DEFAULT_URL = "tcp://127.0.0.1:5555"
+__all__ = ["CHUNK_BYTES", "DEFAULT_URL", "CurveKeys", "EngineClient", "EngineError", "EngineTimeout", "Job",
+           "Result", "default_token_path"]
+
 CHUNK_BYTES = 16 * 1024 * 1024  # inline frames per message; more go in append requests
 APPEND_WINDOW = 4  # append requests in flight while results stream back (64 MiB with CHUNK_BYTES)
-RCVHWM = 128  # messages; a frame is a result plus a progress event
-
-
-class EngineError(Exception):
-    """The engine answered with an error; `code` is the protocol error code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{message} [{code}]")
-        self.code = code
-
-
-class EngineTimeout(EngineError, TimeoutError):
-    def __init__(self, message: str):
-        super().__init__("timeout", message)
-
-
-def default_token_path(url: str) -> Path:
-    """Where an engine listening on `url` writes its shutdown token (mode 0600)."""
-    parts = urlsplit(url)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{parts.hostname or parts.path}-{parts.port or ''}").strip("_")
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "longanim" / f"engine-{name}.token"
-
-
-@dataclass
-class CurveKeys:
-    """CurveZMQ keys as z85 bytes: ours, and the public key of the engine we trust."""
-
-    public: bytes
-    secret: bytes
-    server_public: bytes
-
-    @classmethod
-    def from_dir(cls, directory: str | os.PathLike) -> "CurveKeys":
-        """Read client.key_secret and server.key as written by `longanim keys DIR`."""
-        import zmq.auth
-
-        directory = Path(directory)
-        public, secret = zmq.auth.load_certificate(str(directory / "client.key_secret"))
-        server_public, _ = zmq.auth.load_certificate(str(directory / "server.key"))
-        return cls(public, secret, server_public)
 
 
 @dataclass
@@ -209,150 +165,23 @@ class Job:
         return self.client.cancel(self.id, timeout=timeout)
 
 
-class EngineClient:
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        timeout: float = 10.0,
-        heartbeat_s: float = 1.0,
-        liveness: int = 3,
-        curve: CurveKeys | None = None,
-        client_name: str = "longanim-client",
-        context: zmq.Context | None = None,
-    ):
-        self.url = url
-        self.timeout = timeout
-        self.heartbeat_s = heartbeat_s
-        self.liveness = liveness
-        self.curve = curve
+class EngineClient(Connection):
+    """Jobs over one connection; `connection` options (timeout, heartbeat_s, liveness, curve,
+    context) are `Connection`'s."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, client_name: str = "longanim-client", **connection):
         self.client_name = client_name
-        self.session = uuid.uuid4().hex  # the client id: the engine deduplicates by (session, seq)
-        self.ctx = context or zmq.Context.instance()
         self.jobs: dict[str, Job] = {}
         self.engine_info: dict = {}
-        self.reconnects = 0
-        self._seq = 0
-        self._replies: dict[str, Message] = {}
-        self._awaiting: set[str] = set()
         self._early: dict[str, list[Message]] = {}
         self._reattaching: dict[str, str] = {}  # reattach msg_id -> job id
         self._pending_submits: dict[str, Job] = {}  # submit msg_id -> job without an id yet
-        self._engine_session: str | None = None
         # Events for poll(); bounded, since blocking users read results from their Job instead.
         self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
-        self._backoff = 0.25
-        self._next_reconnect = 0.0
-        self._ping_sent = 0.0
-        self.socket: zmq.Socket | None = None
-        self._connect()
-
-    # -- connection ---------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Bounded, so an engine cannot pile up more than ~60 frames in a client that is busy.
-        sock.setsockopt(zmq.RCVHWM, RCVHWM)
-        sock.setsockopt(zmq.IDENTITY, f"{self.session[:16]}-{self.reconnects}".encode())
-        if self.curve is not None:
-            sock.curve_publickey = self.curve.public
-            sock.curve_secretkey = self.curve.secret
-            sock.curve_serverkey = self.curve.server_public
-        sock.connect(self.url)
-        self.socket = sock
-        self._last_recv = time.monotonic()
-
-    def _reconnect(self) -> None:
-        """Lazy/Paranoid Pirate: a fresh socket, doubling backoff, then reattach live jobs."""
-        now = time.monotonic()
-        if now < self._next_reconnect:
-            return
-        self.reconnects += 1
-        self._connect()
-        self._next_reconnect = now + self._backoff
-        self._backoff = min(self._backoff * 2, 8.0)
-        self._reattach_all()
-
-    def _reattach_all(self) -> None:
-        for job in self.jobs.values():
-            if not job.final:
-                msg = self._make_request(M.REATTACH, {"job_id": job.id, "resend": True})
-                self._reattaching[msg.msg_id] = job.id
-                self._send_frames(serialize(msg), time.monotonic() + self.timeout)
-
-    @property
-    def connected(self) -> bool:
-        return time.monotonic() - self._last_recv < self.heartbeat_s * self.liveness
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
+        super().__init__(url, **connection)
 
     def __enter__(self) -> "EngineClient":
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- low level ------------------------------------------------------------------------
-
-    def _make_request(self, msg_type: str, content: dict | None = None, buffers: Sequence = ()) -> Message:
-        self._seq += 1
-        return make_message(msg_type, self.session, content, buffers=buffers, seq=self._seq)
-
-    def _send_frames(self, frames: list, deadline: float) -> None:
-        while True:
-            try:
-                self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise EngineTimeout(f"could not send to {self.url}: the engine is not taking messages")
-                self.socket.poll(min(left, 0.1) * 1000, zmq.POLLOUT)
-
-    def send(self, msg_type: str, content: dict | None = None, buffers: Sequence = (),
-             timeout: float | None = None) -> str:
-        """Send a request without waiting; `poll` keeps its reply for `take_reply(msg_id)`."""
-        msg = self._make_request(msg_type, content, buffers)
-        self._send_frames(serialize(msg), time.monotonic() + (self.timeout if timeout is None else timeout))
-        self._awaiting.add(msg.msg_id)
-        return msg.msg_id
-
-    def take_reply(self, msg_id: str) -> Message | None:
-        msg = self._replies.pop(msg_id, None)
-        if msg is not None:
-            self._awaiting.discard(msg_id)
-        return msg
-
-    def request(self, msg_type: str, content: dict | None = None, buffers: Sequence = (),
-                timeout: float | None = None, retries: int = 1) -> Message:
-        """Send and wait for the reply. On silence the request is sent again on a new
-        connection with the same (session, seq), so the engine answers it only once."""
-        timeout = self.timeout if timeout is None else timeout
-        msg = self._make_request(msg_type, content, buffers)
-        frames = serialize(msg)
-        for attempt in range(retries + 1):
-            deadline = time.monotonic() + timeout
-            self._awaiting.add(msg.msg_id)
-            self._send_frames(frames, deadline)
-            while time.monotonic() < deadline:
-                self._pump(min(0.05, max(0.0, deadline - time.monotonic())))
-                reply = self.take_reply(msg.msg_id)
-                if reply is not None:
-                    if reply.content.get("status") == "error":
-                        raise EngineError(**_error_of(reply))
-                    return reply
-            if attempt < retries:
-                self._next_reconnect = 0.0
-                self._reconnect()
-        self._awaiting.discard(msg.msg_id)
-        raise EngineTimeout(f"no reply from the engine at {self.url} to {msg_type} within {timeout:.1f} s "
-                            f"({retries + 1} tries); is `longanim serve` running there?")
 
     def poll(self, timeout: float = 0.0) -> list[Message]:
         """Events that arrived since the last call (waiting at most `timeout` for one);
@@ -363,65 +192,52 @@ class EngineClient:
         self._undelivered.clear()
         return events
 
-    def _pump(self, timeout: float) -> int:
-        """Take every waiting message and route it to its job or request; returns how many."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            got = 0
-            if self.socket.poll(max(0, int(left * 1000)) if left > 0 else 0, zmq.POLLIN):
-                while got < 256:
-                    try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_message(frames)
-                    got += 1
-            self._pump_appends()
-            self._heartbeat()
-            if got or time.monotonic() >= deadline:
-                return got
+    # -- what the connection carries -------------------------------------------------------
 
-    def _on_message(self, frames: list) -> None:
-        self._last_recv = time.monotonic()
-        self._backoff = 0.25
-        try:
-            msg = deserialize(frames)
-        except WireError:
-            return
-        engine_session = msg.header["session"]
-        if engine_session != self._engine_session:
-            restarted = self._engine_session is not None
-            self._engine_session = engine_session
-            if restarted:
-                # ZeroMQ reconnected to a new engine process on its own: our jobs died with the
-                # old one unless it was the same engine (then reattaching is harmless).
-                self._reattach_all()
+    def _has_live_work(self) -> bool:
+        return any(not j.final for j in self.jobs.values())
+
+    def _on_reconnected(self) -> None:
+        self._reattach_all()
+
+    def _on_engine_restarted(self) -> None:
+        # Our jobs died with the old engine unless it was the same one (then reattaching is harmless).
+        self._reattach_all()
+
+    def _after_pump(self) -> None:
+        self._pump_appends()
+
+    def _reattach_all(self) -> None:
+        for job in self.jobs.values():
+            if not job.final:
+                msg = self._make_request(M.REATTACH, {"job_id": job.id, "resend": True})
+                self._reattaching[msg.msg_id] = job.id
+                self._send_frames(serialize(msg), time.monotonic() + self.timeout)
+
+    def _route(self, msg: Message) -> None:
         parent = msg.parent_id
         if msg.msg_type.endswith("_reply") or msg.msg_type == M.ERROR:
-            if parent in self._awaiting:
-                self._replies[parent] = msg
-            elif parent in self._pending_submits:
+            if parent in self._pending_submits:
                 job = self._pending_submits.pop(parent)
                 if msg.content.get("status") == "ok":
                     job.id, job.submit_msg = msg.content["job_id"], msg
                     self._register(job)
                 else:
-                    job.state, job.error = "failed", _error_of(msg)
+                    job.state, job.error = "failed", error_fields(msg)
             elif parent in self._reattaching:
                 job = self.jobs.get(self._reattaching.pop(parent))
                 if job is not None and msg.content.get("status") == "error" and not job.final:
                     # e.g. the engine restarted and forgot the job: fail it rather than wait forever
                     job.state = "failed"
                     job.error = {"code": "lost", "message": "the engine no longer knows this job "
-                                 f"({_error_of(msg)['message']}); submit it again"}
+                                 f"({error_fields(msg)['message']}); submit it again"}
             elif msg.msg_type == "append_reply" or msg.msg_type == M.ERROR:
                 for job in self.jobs.values():
                     if parent in job._appends_in_flight:
                         job._appends_in_flight.remove(parent)
                         if msg.content.get("status") == "error" and not job.final:
                             # Frames were refused: the job cannot complete, so stop it.
-                            job.state, job.error, job._to_send = "failed", _error_of(msg), None
+                            job.state, job.error, job._to_send = "failed", error_fields(msg), None
                             job._failed_here = True
                             self._awaiting.discard(self.send(M.CANCEL, {"job_id": job.id}))
             return
@@ -435,20 +251,6 @@ class EngineClient:
                 self._early.setdefault(job_id, []).append(msg)
             self._undelivered.append(msg)
         # anything else: a newer engine's message type; ignore it
-
-    def _heartbeat(self) -> None:
-        now = time.monotonic()
-        silent = now - self._last_recv
-        if silent > self.heartbeat_s * self.liveness and now - self._ping_sent < self.heartbeat_s * self.liveness:
-            if any(not j.final for j in self.jobs.values()) or self._awaiting:
-                self._reconnect()
-        if silent > self.heartbeat_s and now - self._ping_sent > self.heartbeat_s:
-            self._ping_sent = now
-            msg = make_message(M.PING, self.session)  # no seq: pings need no deduplication
-            try:
-                self.socket.send_multipart(serialize(msg), zmq.NOBLOCK)
-            except zmq.Again:
-                pass
 
     # -- high level -----------------------------------------------------------------------
 
@@ -621,12 +423,6 @@ class EngineClient:
                 job._appends_in_flight.append(msg_id)
                 if upcoming is None:
                     job._to_send = None
-
-
-def _error_of(msg: Message) -> dict:
-    err = msg.content.get("error")
-    err = err if isinstance(err, dict) else {}
-    return {"code": str(err.get("code", "error")), "message": str(err.get("message", "engine error"))}
 
 
 def _chunks(frames: Iterator, limit: int) -> Iterator[list]:

@@ -11,7 +11,7 @@ import zmq
 from engine_helpers import Engine
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Keyframe
-from longanim.engine.synthetic import make_shot
+from longanim.engine.evaluation.synthetic import make_shot
 from longanim.protocol import messages as M
 from longanim.protocol.client import EngineClient, EngineError
 from longanim.protocol.wire import PROTOCOL_VERSION, deserialize, make_message, serialize
@@ -402,7 +402,7 @@ def inprocess(tmp_path, monkeypatch):
 
     from engine_helpers import free_port
     from longanim.engine import backends
-    from longanim.engine.server import EngineServer, ServeConfig
+    from longanim.engine.server.control_loop import EngineServer, ServeConfig
 
     monkeypatch.setitem(backends._REGISTRY, "independent_echo", "test_client_server:IndependentEcho")
     server = EngineServer(ServeConfig(bind=f"tcp://127.0.0.1:{free_port()}", cache_dir=str(tmp_path / "cache"),

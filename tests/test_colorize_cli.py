@@ -14,8 +14,8 @@ import pytest
 
 from longanim.commands import main
 from longanim.engine import pipeline
-from longanim.engine.image_files import read_image, write_image
-from longanim.engine.synthetic import make_shot
+from longanim.engine.sequences.image_files import read_image, write_image
+from longanim.engine.evaluation.synthetic import make_shot
 
 N = 12
 

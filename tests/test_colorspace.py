@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from longanim.engine.colorspace import (from_display_float, linear_to_srgb, srgb_to_linear,
+from longanim.engine.sequences.colorspace import (from_display_float, linear_to_srgb, srgb_to_linear,
                                         to_display_float, to_uint8_display)
 from longanim.engine.errors import InputError
-from longanim.engine.image_files import ImageData, read_image, write_image
+from longanim.engine.sequences.image_files import ImageData, read_image, write_image
 
 
 def test_transfer_function_reference_values():

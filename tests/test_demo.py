@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from longanim.commands import main
-from longanim.engine import demo
-from longanim.engine.contact_sheet import BACKGROUND, HEADER, LABEL_WIDTH, contact_sheet, pick_frames, sheet_size
-from longanim.engine.image_files import read_image, write_image
-from longanim.engine.synthetic import make_shot
+from longanim.engine.evaluation import demo
+from longanim.engine.evaluation.contact_sheet import BACKGROUND, HEADER, LABEL_WIDTH, contact_sheet, pick_frames, sheet_size
+from longanim.engine.sequences.image_files import read_image, write_image
+from longanim.engine.evaluation.synthetic import make_shot
 
 
 @pytest.fixture(scope="module")

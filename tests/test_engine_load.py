@@ -11,7 +11,7 @@ import pytest
 from engine_helpers import Engine
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Keyframe
-from longanim.engine.synthetic import make_shot
+from longanim.engine.evaluation.synthetic import make_shot
 
 CLIENTS, JOBS, FRAMES = 8, 20, 3
 

@@ -12,8 +12,8 @@ import pytest
 
 from engine_helpers import Engine
 from longanim.commands import main as cli
-from longanim.engine.image_files import read_image
-from longanim.engine.synthetic import make_shot
+from longanim.engine.sequences.image_files import read_image
+from longanim.engine.evaluation.synthetic import make_shot
 from longanim.protocol.client import EngineError
 
 FIRST = 1001
@@ -160,7 +160,7 @@ def test_client_notices_a_restarted_engine_and_fails_the_lost_job(tmp_path):
 def test_result_cache_is_atomic_and_damage_reads_as_a_miss(tmp_path):
     import numpy as np
 
-    from longanim.engine.result_cache import ResultCache, digest
+    from longanim.engine.server.result_cache import ResultCache, digest
 
     cache = ResultCache(tmp_path / "c")
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
@@ -183,7 +183,7 @@ def test_result_cache_evicts_least_recently_used_entries(tmp_path):
 
     import numpy as np
 
-    from longanim.engine.result_cache import ResultCache
+    from longanim.engine.server.result_cache import ResultCache
 
     cache = ResultCache(tmp_path / "c", max_bytes=3500)
     blob = np.zeros(1000, np.uint8)

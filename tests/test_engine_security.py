@@ -16,8 +16,8 @@ import pytest
 
 from engine_helpers import Engine, free_port
 from longanim.engine.errors import InputError
-from longanim.engine.file_access import Roots
-from longanim.engine.server import ServeConfig, check_bind, is_loopback
+from longanim.engine.server.confinement import Roots
+from longanim.engine.server.control_loop import ServeConfig, check_bind, is_loopback
 from longanim.protocol.client import CurveKeys, EngineClient, EngineError
 from longanim.protocol.messages import ProtocolError
 
@@ -58,7 +58,7 @@ def test_keys_command_writes_private_secrets(tmp_path):
 
 
 def test_curve_engine_admits_only_listed_clients(tmp_path):
-    from longanim.engine.curve_keys import write_keys
+    from longanim.engine.server.curve_keys import write_keys
 
     keys, stranger = tmp_path / "keys", tmp_path / "stranger"
     write_keys(keys)
@@ -86,7 +86,7 @@ def test_curve_engine_admits_only_listed_clients(tmp_path):
 
 
 def test_curve_without_allowed_client_keys_refuses_to_start(tmp_path):
-    from longanim.engine.curve_keys import write_keys
+    from longanim.engine.server.curve_keys import write_keys
 
     write_keys(tmp_path / "keys")
     empty = tmp_path / "empty"
@@ -162,7 +162,7 @@ def test_engine_refuses_paths_outside_its_roots(storage, tmp_path):
 
 
 def test_a_symlinked_frame_inside_an_input_folder_fails_the_job(tmp_path):
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     shot = make_shot(num_frames=4, width=64, height=48, seed=2)

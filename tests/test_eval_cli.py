@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from longanim.commands import main
-from longanim.engine import metrics as M
-from longanim.engine.synthetic import BODY, make_shot, region_id
+from longanim.engine.evaluation import pixel_metrics as M
+from longanim.engine.evaluation.synthetic import BODY, make_shot, region_id
 
 FRAMES = 8
 

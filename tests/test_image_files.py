@@ -7,10 +7,10 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from longanim.engine import image_files
+from longanim.engine.sequences import image_files
 from longanim.engine.errors import InputError, LonganimError
-from longanim.engine.image_files import ImageData, read_image, write_image
-from longanim.engine.sequence_in import FRAME_RE
+from longanim.engine.sequences.image_files import ImageData, read_image, write_image
+from longanim.engine.sequences.reader import FRAME_RE
 
 RNG = np.random.default_rng(7)
 

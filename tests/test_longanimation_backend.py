@@ -14,7 +14,7 @@ from longanim.engine.backends import create_backend  # noqa: E402
 from longanim.engine.backends.base import BackendError, Cancelled, Keyframe  # noqa: E402
 from longanim.engine.backends.longanimation.pipeline import LongAnimationPipeline  # noqa: E402
 from longanim.engine.errors import InputError  # noqa: E402
-from longanim.engine.synthetic import make_shot  # noqa: E402
+from longanim.engine.evaluation.synthetic import make_shot  # noqa: E402
 
 
 @pytest.fixture(scope="module")

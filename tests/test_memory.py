@@ -3,11 +3,11 @@
 import cv2
 import numpy as np
 
-from longanim.engine.memory_global import SHAPE_ODD, GlobalMemory, Palette
-from longanim.engine.objects import ObjectPalette, components
-from longanim.engine.regions import measure
-from longanim.engine.segment import segment
-from longanim.engine.synthetic import make_shot
+from longanim.engine.backends.paint.memory_global import SHAPE_ODD, GlobalMemory, Palette
+from longanim.engine.backends.paint.objects import ObjectPalette, components
+from longanim.engine.backends.paint.regions import measure
+from longanim.engine.backends.paint.segment import segment
+from longanim.engine.evaluation.synthetic import make_shot
 
 W, H = 240, 135
 RED, BLUE, GOLD, PAPER = (200, 60, 60), (60, 90, 200), (230, 190, 40), (255, 255, 255)
@@ -19,7 +19,7 @@ def look(img):
 
 
 def labels_of(palette, color_img, seg):
-    from longanim.engine.backends.paint import region_colors
+    from longanim.engine.backends.paint.colorizer import region_colors
 
     label = np.zeros(seg.count + 1, np.int64)
     label[1:] = palette.add(region_colors(color_img, seg)[1:])
@@ -274,7 +274,7 @@ def test_what_shows_of_a_hidden_part_is_placed_inside_that_part(monkeypatch):
     """Most of the body is hidden behind a board; what shows is a small piece at its bottom,
     far from where the whole body's middle sat. Taken as a whole part it fits nowhere; as a
     piece of the body, it lies inside the body's outline, so the layout speaks for the body."""
-    import longanim.engine.objects as objects_module
+    import longanim.engine.backends.paint.objects as objects_module
 
     palette, objects = Palette(), ObjectPalette()
     key, _ = little_character(True)
@@ -312,7 +312,7 @@ def test_a_thin_part_that_swings_goes_on_trusted():
     """Seed 5: an arm swinging near upright across its body changes its x/y spread tenfold in a
     few degrees; measured as a log ratio that looked like a sudden change of shape, trust halved
     and the arm took the body's color for 137 frames. Wide or tall is now a bounded measure."""
-    from longanim.engine.memory_local import LocalMemory
+    from longanim.engine.backends.paint.memory_local import LocalMemory
 
     palette = Palette()
     seg, stats = look(swinging_arm(2, colored=False))
@@ -336,7 +336,7 @@ def test_a_piece_of_a_part_does_not_place_its_character():
     that say about the biggest size place the character."""
     from types import SimpleNamespace
 
-    from longanim.engine.objects import _anchored_frame, _Layout, _Part
+    from longanim.engine.backends.paint.objects import _anchored_frame, _Layout, _Part
 
     # A character 100 px across centred at (200, 200): a small hat on top, a big body below.
     hat = _Part(0, 0, 0.0, -0.5, np.log(0.05))
@@ -415,7 +415,7 @@ def test_specks_between_crossing_lines_do_not_make_a_part_its_own_neighbour():
     the body its own likeliest neighbour (0.31 for one character, against 0.13 for the ground it
     stands on), and a piece of another body beside it looked like more of it. Counted by the
     length of boundary shared, the ground and the belly come first."""
-    from longanim.engine.synthetic import GROUND, PART_NAMES
+    from longanim.engine.evaluation.synthetic import GROUND, PART_NAMES
 
     shot = make_shot(1, 480, 270, seed=2)
     palette = Palette()
@@ -443,7 +443,7 @@ def test_a_part_alone_in_placing_its_character_does_not_vouch_for_itself():
     exactly where its belly sat: the layout vouched for the mistake, which held for 35 frames
     (12 once it does not). A part that alone places its character still places the others'
     parts, but says nothing for itself."""
-    from longanim.engine.objects import LAYOUT_ODD
+    from longanim.engine.backends.paint.objects import LAYOUT_ODD
 
     palette, objects = Palette(), ObjectPalette()
     key, body_rgb = little_character(True)

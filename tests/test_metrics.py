@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from longanim.engine import metrics as M
-from longanim.engine.drift_plot import drift_image, nice_ticks
+from longanim.engine.evaluation import feature_metrics as F
+from longanim.engine.evaluation import pixel_metrics as M
+from longanim.engine.evaluation import report as R
+from longanim.engine.evaluation.drift_plot import drift_image, nice_ticks
 from longanim.engine.errors import InputError, LonganimError
 
 # Sharma, Wu, Dalal (2005), "The CIEDE2000 color-difference formula: implementation notes,
@@ -165,30 +167,30 @@ def test_flicker_only_counts_pixels_the_truth_held_still():
 
 def test_frechet_distance_closed_forms():
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2 with s the standard deviations.
-    assert M.frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 1)
+    assert F.frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 1)
     # Diagonal: the sum of the 1-D terms.
     d1, d2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(d1) - np.sqrt(d2)) ** 2).sum()
-    assert M.frechet_distance(mu1, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(want)
+    assert F.frechet_distance(mu1, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(want)
     # Non-commuting 2x2: tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)) for M with positive eigenvalues.
     a = np.array([[2.0, 0.8], [0.8, 1.0]])
     b = np.array([[1.0, -0.3], [-0.3, 3.0]])
     m = a @ b
     tr_sqrt = math.sqrt(np.trace(m) + 2 * math.sqrt(np.linalg.det(m)))
-    assert M.frechet_distance([0, 0], a, [0, 0], b) == pytest.approx(np.trace(a) + np.trace(b) - 2 * tr_sqrt)
+    assert F.frechet_distance([0, 0], a, [0, 0], b) == pytest.approx(np.trace(a) + np.trace(b) - 2 * tr_sqrt)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 6))
     cov = np.cov(x, rowvar=False)
-    assert abs(M.frechet_distance(x.mean(0), cov, x.mean(0), cov)) < 1e-8
+    assert abs(F.frechet_distance(x.mean(0), cov, x.mean(0), cov)) < 1e-8
     with pytest.raises(ValueError):
-        M.frechet_distance([0, 0], a, [0, 0, 0], np.eye(3))
+        F.frechet_distance([0, 0], a, [0, 0, 0], np.eye(3))
 
 
 def test_feature_stats_match_numpy_cov():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(37, 5)) * [1, 2, 3, 4, 5] + 10
-    s = M.FeatureStats()
+    s = F.FeatureStats()
     for chunk in np.array_split(x, 4):
         s.add(chunk)
     mu, cov = s.mean_cov()
@@ -255,29 +257,29 @@ def test_fid_fvd_lpips_load_torchscript_files_and_compare(tmp_path):
     fvd_w = _save(TinyI3D(), tmp_path / "i3d_torchscript.pt")
     lp_w = _save(TinyPairLpips(), tmp_path / "lpips.pt")
     gt = _frames(40, seed=0)
-    same = M.evaluate(iter(gt), iter(gt), fid_weights=fid_w, fvd_weights=fvd_w, lpips_weights=lp_w, device="cpu")
+    same = R.evaluate(iter(gt), iter(gt), fid_weights=fid_w, fvd_weights=fvd_w, lpips_weights=lp_w, device="cpu")
     assert abs(same.summary["fid"]) < 1e-6 and abs(same.summary["fvd"]) < 1e-6
     assert same.summary["fvd_clips"] == 2  # 40 frames -> two 16-frame clips, tail dropped
     assert same.summary["lpips_mean"] == 0.0
     other = _frames(40, seed=5, shift=40)
-    diff = M.evaluate(iter(other), iter(gt), fid_weights=fid_w, fvd_weights=fvd_w, lpips_weights=lp_w, device="cpu")
+    diff = R.evaluate(iter(other), iter(gt), fid_weights=fid_w, fvd_weights=fvd_w, lpips_weights=lp_w, device="cpu")
     assert diff.summary["fid"] > 0.01 and diff.summary["fvd"] > 0.01
     want_lpips = np.abs(other[0] / 127.5 - gt[0] / 127.5).mean()  # the stand-in's mean |a - b| in [-1, 1]
     assert diff.rows[0]["lpips"] == pytest.approx(want_lpips, rel=1e-4)
     # The FID really is the Frechet distance of the features the file returns.
-    ref = M.InceptionFeatures(fid_w, "cpu"), M.InceptionFeatures(fid_w, "cpu")
+    ref = F.InceptionFeatures(fid_w, "cpu"), F.InceptionFeatures(fid_w, "cpu")
     for p, g in zip(other, gt):
         ref[0].add(p)
         ref[1].add(g)
     for r in ref:
         r.flush()
-    want = M.frechet_distance(*ref[0].stats.mean_cov(), *ref[1].stats.mean_cov())
+    want = F.frechet_distance(*ref[0].stats.mean_cov(), *ref[1].stats.mean_cov())
     assert diff.summary["fid"] == pytest.approx(want)
 
 
 def test_lpips_stylegan_embedding_convention(tmp_path):
     w = _save(TinyVgg(), tmp_path / "vgg16.pt")
-    lp = M.Lpips(w, "cpu")
+    lp = F.Lpips(w, "cpu")
     assert lp.embedding
     a = np.zeros((16, 16, 3), np.uint8)
     b = np.full((16, 16, 3), 255, np.uint8)
@@ -287,21 +289,21 @@ def test_lpips_stylegan_embedding_convention(tmp_path):
 
 def test_missing_or_bad_weights_say_which_file_and_flag(tmp_path):
     with pytest.raises(LonganimError, match=r"inception-2015-12-05\.pt.*--fid-weights"):
-        M.evaluate([np.zeros((8, 8, 3), np.uint8)] * 2, [np.zeros((8, 8, 3), np.uint8)] * 2,
+        R.evaluate([np.zeros((8, 8, 3), np.uint8)] * 2, [np.zeros((8, 8, 3), np.uint8)] * 2,
                    fid_weights=tmp_path / "nope.pt")
     with pytest.raises(LonganimError, match=r"i3d_torchscript\.pt.*--fvd-weights"):
-        M.I3DFeatures(None)
+        F.I3DFeatures(None)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     with pytest.raises(LonganimError, match="not a loadable TorchScript"):
-        M.Lpips(bad)
+        F.Lpips(bad)
 
 
 def test_fvd_needs_two_clips(tmp_path):
     fvd_w = _save(TinyI3D(), tmp_path / "i3d.pt")
     f = _frames(20, 0)
     with pytest.raises(InputError, match="FVD needs at least 32 frames"):
-        M.evaluate(f, f, fvd_weights=fvd_w, device="cpu")
+        R.evaluate(f, f, fvd_weights=fvd_w, device="cpu")
 
 
 # ---------------------------------------------------------------- evaluate / report
@@ -320,7 +322,7 @@ def test_evaluate_streams_generators_and_reports_drift(tmp_path):
             p[: i // 2, 17:] = (40, 220, 40)  # an error that grows along the shot
             yield p
 
-    rep = M.evaluate(preds(30), gts(30), masks=(np.ones((20, 30)) for _ in range(30)),
+    rep = R.evaluate(preds(30), gts(30), masks=(np.ones((20, 30)) for _ in range(30)),
                      line_masks=(lines for _ in range(30)), frame_numbers=range(1001, 1031))
     assert consumed == list(range(30))
     assert [r["frame"] for r in rep.rows] == list(range(1001, 1031))
@@ -333,7 +335,7 @@ def test_evaluate_streams_generators_and_reports_drift(tmp_path):
     assert rep.summary["accuracy"] == pytest.approx(1 - wrong / (30 * keep.sum()))
     assert rep.summary["accuracy_characters"] == pytest.approx(rep.summary["accuracy"])
 
-    paths = M.write_report(rep, tmp_path / "out")
+    paths = R.write_report(rep, tmp_path / "out")
     data = json.loads(paths["json"].read_text())
     assert data["summary"]["frames"] == 30 and data["frames"][0]["flicker_mae"] is None
     csv_lines = paths["csv"].read_text().splitlines()
@@ -346,15 +348,15 @@ def test_evaluate_streams_generators_and_reports_drift(tmp_path):
 def test_evaluate_rejects_mismatched_inputs():
     a = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(InputError, match="sizes differ"):
-        M.evaluate([a], [np.zeros((8, 9, 3), np.uint8)])
+        R.evaluate([a], [np.zeros((8, 9, 3), np.uint8)])
     with pytest.raises(InputError, match="more frames than the ground truth"):
-        M.evaluate([a, a], [a])
+        R.evaluate([a, a], [a])
     with pytest.raises(InputError, match="ground truth has more frames"):
-        M.evaluate([a], [a, a])
+        R.evaluate([a], [a, a])
     with pytest.raises(InputError, match="no frames"):
-        M.evaluate([], [])
+        R.evaluate([], [])
     with pytest.raises(InputError, match="uint8"):
-        M.evaluate([a.astype(np.float32)], [a])
+        R.evaluate([a.astype(np.float32)], [a])
 
 
 def test_drift_plot_ticks_and_gaps():

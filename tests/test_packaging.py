@@ -33,7 +33,7 @@ def test_every_package_folder_is_listed_in_pyproject():
 def test_light_parts_import_without_torch():
     code = (
         "import sys, longanim.protocol, longanim.engine.pipeline, longanim.commands;"
-        "import longanim.engine.backends.paint;"
+        "import longanim.engine.backends.paint.colorizer, longanim.engine.server.control_loop;"
         "assert 'torch' not in sys.modules, 'torch was imported';"
         "assert 'diffusers' not in sys.modules"
     )

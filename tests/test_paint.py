@@ -6,11 +6,11 @@ import pytest
 
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Cancelled, Keyframe
-from longanim.engine.backends.paint import PaintBackend, region_colors
-from longanim.engine.memory_global import GlobalMemory, Palette
-from longanim.engine.regions import measure
-from longanim.engine.scenery_bands import SceneryBands
-from longanim.engine.segment import segment
+from longanim.engine.backends.paint.colorizer import PaintBackend, region_colors
+from longanim.engine.backends.paint.memory_global import GlobalMemory, Palette
+from longanim.engine.backends.paint.regions import measure
+from longanim.engine.backends.paint.scenery_bands import SceneryBands
+from longanim.engine.backends.paint.segment import segment
 
 W, H = 240, 135
 SKY, GROUND = (150, 200, 238), (196, 184, 120)
@@ -132,7 +132,7 @@ def test_the_review_mask_holds_most_of_the_mistakes(seed):
     character, pieces coming out from behind another one); most of them must be flagged, and
     the flags must not cover the picture. These two shots are ones with mistakes to find at
     this size (about 0.7% of the pixels wrong; seed 6, once one of them, is down to 0.4%)."""
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     shot = make_shot(300, 160, 90, seed)
     backend = PaintBackend()
@@ -210,7 +210,7 @@ def test_options_are_checked_by_name():
 
 
 def test_hidden_memory_remembers_what_vanished_in_place():
-    from longanim.engine.memory_local import HiddenMemory
+    from longanim.engine.backends.paint.memory_local import HiddenMemory
 
     def frame(with_patch):
         img = np.full((H, W, 3), 255, np.uint8)
@@ -252,7 +252,7 @@ def test_a_color_the_global_memory_keeps_contradicting_is_overturned(monkeypatch
     occlusion); the global memory naming the right one frame after frame overturns it."""
     from concurrent.futures import Future
 
-    from longanim.engine.backends import paint
+    from longanim.engine.backends.paint import colorizer as paint
 
     if not evidence_counts:
         monkeypatch.setattr(paint, "DEAD_ZONE", 1e9)  # the control: no evidence is clear enough
@@ -393,7 +393,7 @@ def pixels_wrong(seed, frames, where):
 
 def pixels_wrong_each(seed, frames, wheres):
     """`pixels_wrong` for several masks (name -> where) over one colorizing pass."""
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     shot = make_shot(500, 480, 270, seed=seed)
     keyframes = [Keyframe(0, shot.color(0), shot.lineart(0))]
@@ -424,7 +424,7 @@ def test_a_big_frame_is_followed_on_the_thinned_grid_and_keeps_its_colors():
     """At 960x540 and above the regions are followed on a grid thinned to about 480x270 (a
     1080p grid is half a million samples; following on it cost more than everything else
     the colorizer does per frame). The characters keep their colors as well as at 480x270."""
-    from longanim.engine.synthetic import make_shot
+    from longanim.engine.evaluation.synthetic import make_shot
 
     shot = make_shot(60, 960, 540, seed=1)
     seg = segment(shot.lineart(0))
@@ -465,7 +465,7 @@ def test_what_shows_of_a_head_behind_another_is_not_taken_for_a_slice_of_hill():
     holds them all) better than its head: 30% of that head's pixels of frames 300-321 were
     hill-green. Shape evidence for backdrop colors is capped (BACKDROP_SHAPE): 4.9%; and with
     only whole parts placing the character (a strip of its body had put its frame off): 0.6%."""
-    from longanim.engine.synthetic import PART_NAMES
+    from longanim.engine.evaluation.synthetic import PART_NAMES
 
     head = 1 * 16 + PART_NAMES.index("head")  # character 1's head in the region map
     wrong, counted = pixels_wrong(2, range(300, 322), lambda shot, n: shot.region_map(n) == head)
@@ -482,7 +482,7 @@ def test_a_character_back_behind_another_keeps_its_colors():
     boundary they share (the specks between a body's crossing lines made it its own likeliest
     neighbour, so pieces coming out beside the front body looked like more of it), 98.8%. The
     target is 98%."""
-    from longanim.engine.synthetic import PART_NAMES
+    from longanim.engine.evaluation.synthetic import PART_NAMES
 
     body = 1 * 16 + PART_NAMES.index("body")  # character 1's body in the region map
     (strip_wrong, strip), (back_wrong, back) = pixels_wrong_each(2, range(300, 402), {

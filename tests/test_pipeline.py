@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from longanim.engine.backends.base import Backend, BackendError, Cancelled, ColoredFrame
-from longanim.engine.colorspace import linear_to_srgb, srgb_to_linear
+from longanim.engine.sequences.colorspace import linear_to_srgb, srgb_to_linear
 from longanim.engine.errors import InputError, LonganimError
-from longanim.engine.image_files import read_image, write_image
+from longanim.engine.sequences.image_files import read_image, write_image
 from longanim.engine.pipeline import REPORT_NAME, RefSpec, ShotReport, colorize_shot
-from longanim.engine.synthetic import make_shot
+from longanim.engine.evaluation.synthetic import make_shot
 
 W, H, N = 160, 90, 16
 FIRST = 1001
@@ -55,7 +55,7 @@ def write_ref(path: Path, i: int, **kw) -> Path:
 
 
 def rgb8(path: Path) -> np.ndarray:
-    from longanim.engine.colorspace import to_uint8_display
+    from longanim.engine.sequences.colorspace import to_uint8_display
 
     return to_uint8_display(read_image(path))[..., :3]
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from longanim.engine.segment import ink_of, segment
+from longanim.engine.backends.paint.segment import ink_of, segment
 
 
 def page(h=120, w=160):

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from longanim.engine import synthetic as S
-from longanim.engine.synthetic import make_shot, region_id
+from longanim.engine.evaluation import synthetic as S
+from longanim.engine.evaluation.synthetic import make_shot, region_id
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from longanim.engine.backends.base import Backend, BackendError
 
 # name -> "module:Class"; the module is imported only when the backend is asked for.
 _REGISTRY: dict[str, str] = {
-    "paint": "longanim.engine.backends.paint:PaintBackend",
+    "paint": "longanim.engine.backends.paint.colorizer:PaintBackend",
     "passthrough": "longanim.engine.backends.passthrough:PassthroughBackend",
     "longanimation": "longanim.engine.backends.longanimation.backend:LongAnimationBackend",
 }

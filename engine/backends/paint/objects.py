@@ -21,6 +21,16 @@ screen, one last plainly seen at the frame edge (`off_screen`). A color one obje
 already held by a settled region, is unlikely for new content (`claimed`). A part drawn
 inside its character (a belly, an eye) never touches the backdrop, which lies behind
 everything (`beside_backdrop`).
+
+Size: a part half hidden or squashed may look like anything, but it is never much bigger
+than it ever was, so a region more than `TOO_BIG` times the area of every view of a part's
+or prop's color is not that color (the strip of hill between a character and the frame
+edge is not its arm); sky, ground and hills come in any size and are not judged. A part
+that settled regions already show whole (one body, two pupils) is not also another region
+as big: two overlapping characters are one group, so this is what keeps the one behind
+from wearing the front one's body. Off screen means last plainly seen at the frame edge:
+a character that went behind another in mid-frame is still there, and comes out in its
+own colors.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longanim.engine.regions import RegionStats
+from longanim.engine.backends.paint.regions import RegionStats
 
 BACKDROP_AREA = 0.015  # a color covering at least this share of a keyframe is backdrop
 BACKDROP_EDGE_AREA = 0.005  # ... or this much in regions cut by the frame edge

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from longanim.engine.regions import RegionStats
+from longanim.engine.backends.paint.regions import RegionStats
 
 BANDS = 36  # rows of the picture are judged in this many bands
 WIDEN = 2  # bands each seen band is widened by on either side (a tilt, a bob of the camera)

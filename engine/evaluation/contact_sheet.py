@@ -74,7 +74,7 @@ def contact_sheet(rows: Sequence[tuple[str, Callable[[int], np.ndarray]]], frame
 
 def write_contact_sheet(path, sheet: np.ndarray) -> Path:
     """Atomic PNG write (temp file + rename, through the project's image writer)."""
-    from longanim.engine.image_files import write_image
+    from longanim.engine.sequences.image_files import write_image
 
     path = Path(path)
     write_image(path, sheet)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .image_files import IMAGE_EXTS, ImageData, read_image
+from longanim.engine.errors import InputError
+from longanim.engine.sequences.image_files import IMAGE_EXTS, ImageData, read_image
 
 VIDEO_EXTS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
 

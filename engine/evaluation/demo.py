@@ -52,9 +52,9 @@ def run_demo(outdir, frames: int = 500, size: tuple[int, int] = (480, 270), seed
     `progress` gets {"stage": "render" | "colorize" | "metrics", "done": n, "total": N}.
     """
     from longanim.engine.backends import create_backend
-    from longanim.engine.metrics import evaluate, write_report
+    from longanim.engine.evaluation.report import evaluate, write_report
     from longanim.engine.pipeline import colorize_shot
-    from longanim.engine.synthetic import FIRST_FRAME_NUMBER, make_shot
+    from longanim.engine.evaluation.synthetic import FIRST_FRAME_NUMBER, make_shot
 
     width, height = size
     if frames < 1:
@@ -141,8 +141,8 @@ def prepare_outdir(outdir) -> Path:
 def write_shot(shot, root, *, indices=None, progress: Progress | None = None) -> None:
     """lineart/, truth/ and masks/ of every frame (or of frame `indices`), each file atomic;
     one frame in memory at a time."""
-    from longanim.engine.image_files import write_image
-    from longanim.engine.synthetic import FIRST_FRAME_NUMBER
+    from longanim.engine.sequences.image_files import write_image
+    from longanim.engine.evaluation.synthetic import FIRST_FRAME_NUMBER
 
     root = Path(root)
     indices = range(shot.num_frames) if indices is None else list(indices)
@@ -159,9 +159,9 @@ def write_shot(shot, root, *, indices=None, progress: Progress | None = None) ->
 
 def write_refs(shot, folder) -> list:
     """The truth at the shot's keyframes, as the colored references an artist would paint."""
-    from longanim.engine.image_files import write_image
+    from longanim.engine.sequences.image_files import write_image
     from longanim.engine.pipeline import RefSpec
-    from longanim.engine.synthetic import FIRST_FRAME_NUMBER
+    from longanim.engine.evaluation.synthetic import FIRST_FRAME_NUMBER
 
     refs = []
     for i in shot.keyframes:
@@ -179,8 +179,8 @@ def reentry_accuracy(shot, outdir, *, colorized: str = "colorized", window: int 
     Pixels are pooled over all qualifying re-entries; NaN when the shot has none
     (shots under 400 frames have no long absence).
     """
-    from longanim.engine.metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
-    from longanim.engine.synthetic import FIRST_FRAME_NUMBER
+    from longanim.engine.evaluation.pixel_metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
+    from longanim.engine.evaluation.synthetic import FIRST_FRAME_NUMBER
 
     out = Path(outdir)
     keys = set(shot.keyframes)
@@ -214,10 +214,10 @@ def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
     whose color no reference shows); the share of pixels the confidence map flags for review,
     and the share of wrong pixels among them. Tells a colorizer's mistakes on what the
     references show from guesses at what they do not."""
-    from longanim.engine.backends.paint import REVIEW_THRESHOLD
-    from longanim.engine.metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
+    from longanim.engine.backends.paint.colorizer import REVIEW_THRESHOLD
+    from longanim.engine.evaluation.pixel_metrics import DEFAULT_TOLERANCE, countable_mask, delta_e_map
     from longanim.engine.pipeline import CONFIDENCE_DIR
-    from longanim.engine.synthetic import FIRST_FRAME_NUMBER
+    from longanim.engine.evaluation.synthetic import FIRST_FRAME_NUMBER
 
     out = Path(outdir)
     shown = set()
@@ -247,7 +247,7 @@ def error_split(shot, outdir, *, colorized: str = "colorized") -> dict:
 
 
 def write_demo_sheet(out: Path, numbers: list[int], columns: int = 8) -> Path:
-    from longanim.engine.contact_sheet import contact_sheet, pick_frames, write_contact_sheet
+    from longanim.engine.evaluation.contact_sheet import contact_sheet, pick_frames, write_contact_sheet
 
     def row(folder):
         return lambda n: _rgb(_frame_path(out / folder, n))
@@ -263,14 +263,14 @@ def _frame_path(folder: Path, n: int, ext: str = "png") -> Path:
 
 
 def _read(path: Path) -> np.ndarray:
-    from longanim.engine.image_files import read_image
+    from longanim.engine.sequences.image_files import read_image
 
     return read_image(path).pixels
 
 
 def _rgb(path: Path) -> np.ndarray:
-    from longanim.engine.colorspace import to_uint8_display
-    from longanim.engine.image_files import read_image
+    from longanim.engine.sequences.colorspace import to_uint8_display
+    from longanim.engine.sequences.image_files import read_image
 
     a = to_uint8_display(read_image(path))
     if a.shape[2] < 3:
@@ -279,7 +279,7 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def _line_mask(path: Path) -> np.ndarray:
-    from longanim.engine.metrics import line_mask_from_lineart
+    from longanim.engine.evaluation.pixel_metrics import line_mask_from_lineart
 
     return line_mask_from_lineart(_rgb(path))
 
@@ -292,7 +292,7 @@ def _counted(frames, total: int, emit: Progress):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from longanim.engine.image_files import atomic_write
+    from longanim.engine.sequences.image_files import atomic_write
 
     text = (json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n").encode()
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(text))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, LonganimError
+from longanim.engine.errors import InputError, LonganimError
 
 EXR_EXTS = frozenset({"exr"})
 CV2_EXTS = frozenset({"png", "tif", "tiff", "jpg", "jpeg"})

@@ -1,235 +1,36 @@
-"""Jobs: the queue, one worker thread per device, cancel, and the bookkeeping that
-lets a client reattach to a job by id.
+"""What a worker does with a job: build (or reuse) the backend, feed it frames, send
+results, and keep the result cache.
 
 Caching depends on whether a backend colorizes frames on their own: a backend class
 with `frame_independent = True` is cached per frame; any other (the default, which
 is always correct) is cached under a key covering the job's whole input.
-
-Workers never touch the ROUTER socket (ZeroMQ sockets belong to one thread):
-each worker pushes finished events over an inproc socket to the server's control
-loop, which owns the client identity of every job and forwards them. A job may
-have only `RESULT_CREDITS` results in flight, so a slow client slows its own job
-instead of filling the engine's memory.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import queue
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
 from longanim.engine.backends.base import Backend, BackendError, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.errors import LonganimError
-from longanim.engine.result_cache import ResultCache, array_digest, digest
+from longanim.engine.server.job import FRAME_WAIT_S, Job, JobFailed
+from longanim.engine.server.result_cache import array_digest, digest
 from longanim.protocol import messages as M
 from longanim.protocol.wire import make_message, serialize
 
+if TYPE_CHECKING:
+    from longanim.engine.server.job_queue import JobManager
+
 log = logging.getLogger("longanim.engine")
 
-EVENTS_ENDPOINT = "inproc://longanim-events"
-RESULT_CREDITS = 8
-KEEP_FINISHED_JOBS = 1000
-FRAME_WAIT_S = 0.1
 
-
-class JobFailed(LonganimError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Job:
-    id: str
-    session: str
-    identity: list  # ROUTER envelope: where this job's events go (changes on reattach)
-    submit_header: dict
-    content: dict
-    state: str = "queued"
-    frames_total: int | None = None
-    frames_done: int = 0
-    frames_cached: int = 0
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    error: dict | None = None
-    device: str | None = None
-    eta_s: float | None = None
-    done_keys: dict = field(default_factory=dict)  # frame number -> cache key (inline results)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    credits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(RESULT_CREDITS))
-    feed: "FrameFeed | None" = None
-    input_bytes: int = 0  # inline pixels held until the job ends
-    lock: threading.Lock = field(default_factory=threading.Lock)  # guards queued -> running/cancelled
-
-    def release_inputs(self) -> None:
-        """Finished jobs stay listed for a while; their pixels must not."""
-        self.feed = None
-        self.content.pop("_buffers", None)
-
-    @property
-    def backend(self) -> str:
-        return self.content["backend"]
-
-    @property
-    def final(self) -> bool:
-        return self.state in M.FINAL_STATES
-
-    def summary(self) -> dict:
-        return {
-            "job_id": self.id,
-            "state": self.state,
-            "backend": self.backend,
-            "label": self.content.get("label", ""),
-            "session": self.session,
-            "device": self.device,
-            "frames_total": self.frames_total,
-            "frames_done": self.frames_done,
-            "frames_cached": self.frames_cached,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            "eta_s": self.eta_s,
-            "error": self.error,
-        }
-
-
-class FrameFeed:
-    """Inline frames of a job: those sent with submit plus any appended later."""
-
-    def __init__(self, frames: list[tuple[int, np.ndarray]], more: bool):
-        self._frames = collections.deque(frames)
-        self._more = more
-        self._cond = threading.Condition()
-        self.count = len(frames)
-        self.numbers = {n for n, _ in frames}
-
-    @property
-    def complete(self) -> bool:
-        return not self._more
-
-    def append(self, frames: list[tuple[int, np.ndarray]], more: bool) -> None:
-        with self._cond:
-            if not self._more:
-                raise M.ProtocolError("conflict", "this job's input is complete (more was false)")
-            dup = self.numbers.intersection(n for n, _ in frames)
-            if dup:
-                raise M.invalid(f"frames {sorted(dup)[:5]} were already sent")
-            self._frames.extend(frames)
-            self.numbers.update(n for n, _ in frames)
-            self.count += len(frames)
-            self._more = more
-            self._cond.notify_all()
-
-    def snapshot(self) -> list[tuple[int, np.ndarray]]:
-        with self._cond:
-            return list(self._frames)
-
-    def iterate(self, cancelled: Callable[[], bool], timeout_s: float) -> Iterator[tuple[int, np.ndarray]]:
-        """Frames in arrival order; a client that stops sending fails the job after
-        `timeout_s` instead of holding the device forever."""
-        while True:
-            with self._cond:
-                waited_since = time.monotonic()
-                while not self._frames and self._more:
-                    if cancelled():
-                        raise Cancelled("cancelled while waiting for more frames")
-                    if time.monotonic() - waited_since > timeout_s:
-                        raise JobFailed("input_timeout", f"no more frames arrived for {timeout_s:.0f} s "
-                                        "although the input was not closed (more: false)")
-                    self._cond.wait(FRAME_WAIT_S)
-                if not self._frames:
-                    return
-                item = self._frames.popleft()  # drop our reference as soon as it is handed out
-            yield item
-
-
-class JobManager:
-    """Owns all jobs; `submit`/`cancel`/`get` run on the control loop, `_work` on workers."""
-
-    def __init__(self, ctx: zmq.Context, devices: list[str], cache: ResultCache, roots, session: str,
-                 input_timeout_s: float = 30.0):
-        self.ctx = ctx
-        self.input_timeout_s = input_timeout_s
-        self.devices = devices or ["cpu"]
-        self.cache = cache
-        self.roots = roots
-        self.session = session
-        self.jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[Job] = queue.Queue()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        for device in self.devices:
-            t = threading.Thread(target=self._work, args=(device,), name=f"worker-{device}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Cancel everything and wait for the workers; False if one is still busy
-        (a backend step that does not check its cancel flag)."""
-        self._stop.set()
-        for job in list(self.jobs.values()):
-            job.cancel.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
-
-    # -- control loop side ------------------------------------------------------------
-
-    def submit(self, job: Job) -> None:
-        with self._lock:
-            self.jobs[job.id] = job
-            self._forget_old()
-        self._queue.put(job)
-
-    def get(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise M.ProtocolError("not_found", f"no job {job_id[:80]!r} on this engine")
-        return job
-
-    def list(self) -> list[Job]:
-        return list(self.jobs.values())
-
-    def queue_position(self) -> int:
-        return self._queue.qsize()
-
-    def _forget_old(self) -> None:
-        finished = [j for j in self.jobs.values() if j.final]
-        for job in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
-            del self.jobs[job.id]
-
-    # -- worker side ------------------------------------------------------------------
-
-    def _work(self, device: str) -> None:
-        push = self.ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(EVENTS_ENDPOINT)
-        runner = _Runner(self, device, push)
-        try:
-            while not self._stop.is_set():
-                try:
-                    job = self._queue.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                runner.run(job)
-        finally:
-            push.close()
-
-
-class _Runner:
+class JobRunner:
     """Runs jobs on one device, keeping backends warm between jobs."""
 
     def __init__(self, manager: JobManager, device: str, push: zmq.Socket):
@@ -449,7 +250,7 @@ class _Runner:
         """Files on shared storage go through the same pipeline as `longanim colorize`, so
         the engine writes byte-identical files; paths were confined at submit."""
         from longanim.engine import pipeline
-        from longanim.engine.sequence_in import open_sequence
+        from longanim.engine.sequences.reader import open_sequence
 
         paths = job.content["_paths"]
         roots = self.manager.roots
@@ -499,7 +300,7 @@ class _CachingBackend(Backend):
     """Wraps the real backend inside the pipeline: results come from the cache when the
     same frames were colorized before, and new results are stored as they finish."""
 
-    def __init__(self, inner, runner: _Runner, job: Job, whole: str):
+    def __init__(self, inner, runner: JobRunner, job: Job, whole: str):
         self.inner, self.runner, self.job, self.whole = inner, runner, job, whole
         self.name = inner.name
 

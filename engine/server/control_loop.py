@@ -27,9 +27,10 @@ import zmq
 
 import longanim
 from longanim.engine.errors import InputError
-from longanim.engine.file_access import Roots
-from longanim.engine.jobs import EVENTS_ENDPOINT, RESULT_CREDITS, FrameFeed, Job, JobManager
-from longanim.engine.result_cache import ResultCache
+from longanim.engine.server.confinement import Roots
+from longanim.engine.server.job import RESULT_CREDITS, FrameFeed, Job
+from longanim.engine.server.job_queue import EVENTS_ENDPOINT, JobManager
+from longanim.engine.server.result_cache import ResultCache
 from longanim.protocol import messages as M
 from longanim.protocol.client import default_token_path
 from longanim.protocol.wire import (
@@ -113,7 +114,7 @@ class EngineServer:
         self.router.setsockopt(zmq.SNDHWM, SNDHWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
         if config.curve_keys:
-            from longanim.engine.curve_keys import configure_server
+            from longanim.engine.server.curve_keys import configure_server
 
             self._auth = configure_server(self.router, self.ctx, config.curve_keys, config.allowed_clients)
         try:
@@ -501,7 +502,7 @@ def _best_effort_header(frames: list) -> dict | None:
 
 
 def _file_formats() -> list[str]:
-    from longanim.engine.image_files import CV2_EXTS, EXR_EXTS
+    from longanim.engine.sequences.image_files import CV2_EXTS, EXR_EXTS
 
     return sorted(CV2_EXTS | EXR_EXTS)
 

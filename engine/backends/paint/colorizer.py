@@ -1,24 +1,12 @@
-"""`paint`: the embedded CPU colorizer for clean line art, no weights needed.
+"""The paint backend's frame loop: segment, measure, believe, render.
 
-Each frame is split into flat regions (engine/segment.py), and each region holds a
-belief: a probability for every color of the keyframes. The local memory carries the
-last frame's beliefs over, as far as each region plausibly continues what was there
-(engine/memory_local.py). The global memory scores every region against every color:
-its shape and the colors around it (engine/memory_global.py), and where it sits in the
-character it hangs on (engine/objects.py), and for scenery the rows of the picture it lies
-in (engine/scenery_bands.py); no region is taken for a part or prop far smaller than it
-ever was, none followed as a part of a character on screen turns into a part of one off
-screen, and none beside the backdrop is a part drawn inside its character (engine/objects.py).
-Their product is the new belief: the paper's dynamic global-local memory, at region level.
-
-Where following is in doubt (a turn-around, a character coming out from behind another
-or walking back into the frame) the global memory decides; where a color was followed
-cleanly, only a clear contradiction counts, and it must persist over frames to win. A
-region's color is its most probable one. Its confidence (the review mask) is how surely
-that color was decided when it last was: following a region cleanly re-reads the same
-evidence every frame, which makes its belief surer but not truer, so it never raises the
-confidence. Lines are multiplied over the fills, so anti-aliased and colored lines keep
-their look.
+How the memories combine is the package's story (`longanim.engine.backends.paint`); here
+the beliefs meet. Segmenting and measuring frame n+1 overlaps colorizing frame n (a
+one-thread pool) because both are cv2 work that releases the GIL. A region's color is its
+most probable one; its confidence is how surely that color was decided when it last was,
+never raised by following it cleanly (that re-reads the same evidence), and a region
+that changes color is no surer of the new one than it was unsure of the old. Lines are
+multiplied over the fills, so anti-aliased and colored lines keep their look.
 """
 
 from __future__ import annotations
@@ -29,12 +17,12 @@ import cv2
 import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
-from longanim.engine.memory_global import GlobalMemory, Palette
-from longanim.engine.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
-from longanim.engine.objects import ObjectPalette
-from longanim.engine.regions import RegionStats, grid_step, measure
-from longanim.engine.scenery_bands import SceneryBands
-from longanim.engine.segment import Segmentation, segment
+from longanim.engine.backends.paint.memory_global import GlobalMemory, Palette
+from longanim.engine.backends.paint.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
+from longanim.engine.backends.paint.objects import ObjectPalette
+from longanim.engine.backends.paint.regions import RegionStats, grid_step, measure
+from longanim.engine.backends.paint.scenery_bands import SceneryBands
+from longanim.engine.backends.paint.segment import Segmentation, segment
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
 BACKDROP_SHAPE = 1.0  # most nats of (weighted) shape evidence for a backdrop color

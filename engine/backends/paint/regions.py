@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from longanim.engine.segment import Segmentation
+from longanim.engine.backends.paint.segment import Segmentation
 
 NEIGHBORS = 6
 

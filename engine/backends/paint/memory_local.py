@@ -15,6 +15,10 @@ to the last frame's, which a turn-around or a move too fast for the flow leaves 
 
 `HiddenMemory` keeps, for a while, the beliefs of regions that vanished without leaving
 the frame, for whatever re-emerges there (a character walking out from behind another).
+A region that goes on whole in one place gives no color to whatever took its other
+pixels (the hill a character uncovers as it walks on is not the character). Following
+reads regions on a grid of about 480x270 samples whatever the frame size, as shape does:
+a 1080p frame is half a million samples.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from longanim.engine.regions import RegionStats
+from longanim.engine.backends.paint.regions import RegionStats
 
 FLOW_WIDTH = 480  # line art is shrunk to about this width for optical flow
 MIN_SAMPLES = 6  # regions smaller than this many grid samples have no shape to speak of

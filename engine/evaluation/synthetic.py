@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from longanim.engine.image_files import atomic_write
+from longanim.engine.sequences.image_files import atomic_write
 
 FIRST_FRAME_NUMBER = 1001
 LINE = 0  # region_map value of outline pixels

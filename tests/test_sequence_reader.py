@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from longanim.engine import sequence_in
+from longanim.engine.sequences import reader
 from longanim.engine.errors import InputError
-from longanim.engine.image_files import write_image
-from longanim.engine.sequence_in import (frame_number_from_path, open_sequence, parse_frame_range,
+from longanim.engine.sequences.image_files import write_image
+from longanim.engine.sequences.reader import (frame_number_from_path, open_sequence, parse_frame_range,
                                          parse_ref_arg)
 
 
@@ -140,8 +140,8 @@ def test_iteration_streams_one_frame_at_a_time(tmp_path, monkeypatch):
     make_frames(tmp_path, "s.{:04d}.png", range(1, 6))
     seq = open_sequence(tmp_path)
     reads = []
-    real = sequence_in.read_image
-    monkeypatch.setattr(sequence_in, "read_image", lambda p: reads.append(Path(p).name) or real(p))
+    real = reader.read_image
+    monkeypatch.setattr(reader, "read_image", lambda p: reads.append(Path(p).name) or real(p))
     it = iter(seq)
     n, img = next(it)
     assert n == 1 and reads == ["s.0001.png"]

@@ -5,18 +5,26 @@ began. For flat fills the features that identify a color are the shapes of its
 regions (size, elongation, how ragged: measures a turn-around or a tilt leave alone)
 and the colors around it (a pupil sits in an eye-white, a hat on one character's
 skin, a cloud in the sky). `likelihood` scores every region of a new frame against
-every known color on both, as log-likelihoods; backends/paint.py multiplies them into
-the belief the local memory carried over (engine/memory_local.py).
+every known color on both, as log-likelihoods; the colorizer multiplies them into
+the belief the local memory carried over (`memory_local`).
 
 Size is bounded by the keyframes: the palette holds only keyframe colors, adjacency
 is a palette x palette table, and learned shape views have a fixed budget.
+
+Adjacency counts the length of boundary two colors share, and the specks left between
+crossing lines count once per region they made (counted like the body they sit on, they
+made a body its own likeliest neighbour). The memory is seeded by the keyframes and grows
+only from regions followed cleanly and surely, never from what the keyframes contradict.
+Sky, ground and hills are cut into pieces of every shape by whatever stands in front, so a
+close match to one of their views counts for less than one to a part's (what shows of a
+head behind another character is not a slice of hill).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from longanim.engine.regions import RegionStats
+from longanim.engine.backends.paint.regions import RegionStats
 
 # How far apart two views of one color may look, per shape descriptor (RegionStats.shape_features):
 # log area (characters change scale with depth), two log moments per area, wide or tall

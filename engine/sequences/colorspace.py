@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .image_files import ImageData
+from longanim.engine.errors import InputError
+from longanim.engine.sequences.image_files import ImageData
 
 _SRGB_KNEE = 0.04045
 _LINEAR_KNEE = 0.0031308

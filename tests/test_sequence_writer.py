@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from longanim.engine import image_files
-from longanim.engine.colorspace import to_display_float
+from longanim.engine.sequences import image_files
+from longanim.engine.sequences.colorspace import to_display_float
 from longanim.engine.errors import InputError, LonganimError
-from longanim.engine.image_files import read_image, write_image
-from longanim.engine.sequence_in import open_sequence
-from longanim.engine.sequence_out import SequenceWriter
+from longanim.engine.sequences.image_files import read_image, write_image
+from longanim.engine.sequences.reader import open_sequence
+from longanim.engine.sequences.writer import SequenceWriter
 
 
 def test_path_for_follows_the_dot_convention(tmp_path):

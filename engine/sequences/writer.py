@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .colorspace import from_display_float
-from .errors import InputError
-from .image_files import colorspace_for_ext, depths_for_ext, write_image
+from longanim.engine.sequences.colorspace import from_display_float
+from longanim.engine.errors import InputError
+from longanim.engine.sequences.image_files import colorspace_for_ext, depths_for_ext, write_image
 
 
 class SequenceWriter:
