@@ -36,8 +36,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from longanim.engine.evaluation.demo import format_figures, run_demo
     from longanim.engine.errors import InputError
+    from longanim.engine.evaluation.demo import format_figures, run_demo
     from longanim.options import parse_options
     from longanim.progress import ProgressBar
 

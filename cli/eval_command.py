@@ -36,9 +36,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from contextlib import ExitStack
 
+    from longanim.engine.errors import InputError
     from longanim.engine.evaluation import report as metrics
     from longanim.engine.evaluation.pixel_metrics import line_mask_from_lineart
-    from longanim.engine.errors import InputError
     from longanim.engine.sequences.reader import open_sequence
 
     if args.tolerance is not None and not args.tolerance > 0:

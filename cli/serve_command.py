@@ -35,6 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-queued-mb", type=float, default=8192.0,
                         help="inline frames held for unfinished jobs, in MiB; more are refused as busy "
                              "(default: %(default)s)")
+    parser.add_argument("--max-queued-jobs", type=int, default=64, metavar="N",
+                        help="unfinished jobs one client may have; more are refused as busy (default: %(default)s)")
     parser.add_argument("--token-file", default=None,
                         help="where to write the shutdown token (default: ~/.cache/longanim/engine-HOST-PORT.token)")
 
@@ -44,10 +46,16 @@ def run(args) -> int:
     from pathlib import Path
 
     from longanim.engine.errors import InputError
-    from longanim.engine.server.control_loop import EngineServer, ServeConfig, is_loopback
+    from longanim.engine.server.control_loop import (
+        EngineServer,
+        ServeConfig,
+        is_loopback,
+    )
 
     if args.max_message_mb <= 0:
         raise InputError("--max-message-mb must be positive")
+    if args.max_queued_jobs < 1:
+        raise InputError("--max-queued-jobs must be at least 1")
     cache = None
     if not args.no_cache:
         cache = args.cache or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -67,6 +75,7 @@ def run(args) -> int:
         devices=[d.strip() for d in args.devices.split(",") if d.strip()],
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         max_queued_bytes=int(args.max_queued_mb * 1024 * 1024),
+        max_queued_jobs=args.max_queued_jobs,
         token_file=args.token_file,
         stall_timeout_s=args.stall_timeout,
     )

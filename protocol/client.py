@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-
 from longanim.protocol import messages as M
 from longanim.protocol.connection import (
     DEFAULT_URL,

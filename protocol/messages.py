@@ -83,7 +83,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple, bool]]] = {
     },
     APPEND: {"job_id": (_STR, True), "frames": (_LIST, True), "more": (_BOOL, True)},
     CANCEL: {"job_id": (_STR, True)},
-    STATUS: {"job_id": (_OPT_STR, False)},
+    STATUS: {"job_id": (_OPT_STR, False), "all": (_BOOL, False), "token": (_STR, False)},
     REATTACH: {"job_id": (_STR, True), "resend": (_BOOL, False)},
     PING: {},
     SHUTDOWN: {"token": (_STR, True)},

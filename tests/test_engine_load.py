@@ -7,11 +7,12 @@ import threading
 
 import numpy as np
 import pytest
-
 from engine_helpers import Engine
+
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Keyframe
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.protocol import messages as M
 
 CLIENTS, JOBS, FRAMES = 8, 20, 3
 
@@ -66,7 +67,7 @@ def test_eight_clients_twenty_jobs_each(tmp_path, shot):
             t.join(120)
         assert not any(t.is_alive() for t in threads), "a client hung"
         with engine.client() as c:
-            jobs = c.status()
+            jobs = c.request(M.STATUS, {"all": True, "token": engine.token()}).content["jobs"]
     assert not errors, errors
     assert len(got) == CLIENTS * JOBS
     assert len(jobs) == CLIENTS * JOBS and all(j["state"] == "done" for j in jobs)

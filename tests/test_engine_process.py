@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from engine_helpers import Engine
+
 from longanim.commands import main as cli
-from longanim.engine.sequences.image_files import read_image
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.engine.sequences.image_files import read_image
+from longanim.protocol import messages as M
 from longanim.protocol.client import EngineError
 
 FIRST = 1001
@@ -46,10 +47,10 @@ def test_cli_through_the_engine_writes_byte_identical_files(root, tmp_path, caps
     with Engine(tmp_path, "--roots", str(root)) as engine:
         assert cli(_colorize_args(root, remote, f"{FIRST}-{FIRST + 11}") + ["--engine", engine.url]) == 0
         assert cli(_colorize_args(root, again, f"{FIRST}-{FIRST + 11}") + ["--engine", engine.url]) == 0
-        assert cli(["status", "--engine", engine.url]) == 0
+        assert cli(["status", "--engine", engine.url, "--token-file", str(engine.token_file)]) == 0
         listing = capsys.readouterr().out
         with engine.client() as c:
-            jobs = c.status()
+            jobs = c.request(M.STATUS, {"all": True, "token": engine.token()}).content["jobs"]
     expected = _files(local)
     assert len(expected) == 24  # 12 frames + 12 confidence images
     assert _files(remote) == expected

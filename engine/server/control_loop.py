@@ -28,12 +28,16 @@ import zmq
 import longanim
 from longanim.engine.errors import InputError
 from longanim.engine.server.confinement import Roots
+from longanim.engine.server.intake import Intake, take_request
 from longanim.engine.server.job import RESULT_CREDITS, FrameFeed, Job
 from longanim.engine.server.job_queue import EVENTS_ENDPOINT, JobManager
 from longanim.engine.server.result_cache import ResultCache
+from longanim.engine.server.retries import RequestMemory, request_digest
 from longanim.protocol import messages as M
 from longanim.protocol.client import default_token_path
 from longanim.protocol.wire import (
+    MAX_BUFFERS,
+    N_MAP_FRAMES,
     PROTOCOL_VERSION,
     Message,
     WireError,
@@ -48,7 +52,6 @@ from longanim.protocol.wire import (
 log = logging.getLogger("longanim.engine")
 
 HEARTBEAT_S = 1.0
-DEDUP_REPLIES = 4096
 SNDHWM = 16
 
 
@@ -66,6 +69,7 @@ class ServeConfig:
     max_queued_bytes: int = 8 << 30
     token_file: str | None = None
     stall_timeout_s: float = 30.0
+    max_queued_jobs: int = 64  # unfinished jobs per client; more are refused as busy
 
 
 def is_loopback(bind: str) -> bool:
@@ -102,7 +106,7 @@ class EngineServer:
         self.ctx = zmq.Context()
         self._auth = None
         self._stopping = False
-        self._replies: collections.OrderedDict = collections.OrderedDict()
+        self._answers = RequestMemory()
         self._pending: dict[bytes, collections.deque] = {}
         self._stalled: set[bytes] = set()
         self.token = secrets.token_hex(32)
@@ -165,7 +169,7 @@ class EngineServer:
             while not self._stopping:
                 ready = dict(poller.poll(2 if self._pending else 200))
                 for _ in range(64):  # take turns so neither socket starves the other
-                    if self.router in ready and not self._recv_one(self.router, self._on_request):
+                    if self.router in ready and not self._take_request():
                         ready.pop(self.router)
                     if self.events in ready and not self._recv_one(self.events, self._on_event):
                         ready.pop(self.events)
@@ -197,6 +201,16 @@ class EngineServer:
             self.ctx.term()
         else:  # a worker's socket is still open; term() would wait for it forever
             log.warning("a worker is still busy; exiting without waiting for it")
+
+    def _take_request(self) -> bool:
+        intake = take_request(self.router, 1 + N_MAP_FRAMES + MAX_BUFFERS, self.config.max_message_bytes)
+        if intake is None:
+            return False
+        try:
+            self._on_request(intake)
+        except Exception:  # the loop must survive anything a message can trigger
+            log.error("unexpected error handling a request:\n%s", traceback.format_exc())
+        return True
 
     def _recv_one(self, sock: zmq.Socket, handler) -> bool:
         try:
@@ -268,16 +282,15 @@ class EngineServer:
 
     # -- requests -------------------------------------------------------------------------
 
-    def _on_request(self, raw: list) -> None:
+    def _on_request(self, intake: Intake) -> None:
         # Clients are DEALER sockets: exactly one identity frame, then the message.
-        ids, frames = [raw[0].bytes], raw[1:]
+        ids, frames = [intake.frames[0].bytes], intake.frames[1:]
         self._stalled.discard(ids[0])
-        size = frames_nbytes(frames)
-        if size > self.config.max_message_bytes:
+        if intake.refused is not None:
             self._reply(ids, None, M.error_content(
-                "too_large", f"message is {size} bytes; this engine accepts at most "
-                f"{self.config.max_message_bytes} (send frames in several append_request messages)"),
-                parent=_best_effort_header(frames))
+                "too_large", f"{intake.refused}; this engine accepts at most {self.config.max_message_bytes} "
+                f"bytes and {MAX_BUFFERS} buffers in one message (send frames in several append_request "
+                "messages)"), parent=_best_effort_header(frames))
             return
         try:
             msg = deserialize(frames)
@@ -291,13 +304,16 @@ class EngineServer:
                 "major versions must match: update the client or the engine"))
             return
         # Only requests that change state are remembered; the others are safe to run again.
-        seq = msg.header.get("seq") if msg.msg_type in (M.SUBMIT, M.APPEND, M.CANCEL) else None
-        dedup_key = (msg.header["session"], seq)
-        if seq is not None and dedup_key in self._replies:
-            frames, job_id = self._replies[dedup_key]  # a retried request: same answer, no second job
-            if job_id in self.jobs.jobs:
-                self.jobs.jobs[job_id].identity = ids  # it may come over a new connection
-            self._send(ids, frames)
+        digest = request_digest(frames) if self._answers.key(msg) is not None else b""
+        try:
+            earlier = self._answers.recall(msg, digest)
+        except M.ProtocolError as exc:
+            self._reply(ids, msg, exc.as_content())
+            return
+        if earlier is not None:  # a retry: the same answer, no second job
+            if earlier.job_id in self.jobs.jobs:
+                self.jobs.jobs[earlier.job_id].identity = ids  # it may come over a new connection
+            self._reply(ids, msg, earlier.content)
             return
         try:
             if msg.msg_type not in M.SCHEMAS and msg.msg_type in M.EVENTS + (M.ERROR,):
@@ -313,11 +329,8 @@ class EngineServer:
             content = M.error_content("internal", f"{type(exc).__name__}: {exc}")
         if content.get("_sent"):  # the handler sent its reply itself (reattach with resend)
             return
-        frames = self._reply(ids, msg, content)
-        if seq is not None:
-            self._replies[dedup_key] = (frames, content.get("job_id") if msg.msg_type == M.SUBMIT else None)
-            while len(self._replies) > DEDUP_REPLIES:
-                self._replies.popitem(last=False)
+        self._reply(ids, msg, content)
+        self._answers.remember(msg, digest, content, content.get("job_id") if msg.msg_type == M.SUBMIT else None)
         if msg.msg_type == M.SHUTDOWN and content.get("status") == "ok":
             self._flush_pending()
             self.stop()
@@ -367,6 +380,7 @@ class EngineServer:
         if content["backend"] not in available_backends():
             raise M.ProtocolError("unknown_backend", f"unknown backend {content['backend']!r:.60}; "
                                   f"choose one of: {', '.join(available_backends())}")
+        self._check_queue_share(msg.header["session"])
         job = Job(uuid.uuid4().hex, msg.header["session"], ids, msg.header, content)
         inp = content["input"]
         if inp["kind"] == "inline":
@@ -400,13 +414,20 @@ class EngineServer:
             job.frames_total = job.feed.count
         return {"status": "ok", "job_id": job.id, "frames_received": job.feed.count}
 
+    def _check_queue_share(self, session: str) -> None:
+        """One client cannot fill the queue: past its share, it waits for its own jobs."""
+        unfinished = sum(1 for j in self.jobs.list() if j.session == session and not j.final)
+        if unfinished >= self.config.max_queued_jobs:
+            raise M.ProtocolError("busy", f"this client already has {unfinished} unfinished jobs, the most "
+                                  f"this engine queues for one client (--max-queued-jobs); retry when one ends")
+
     def _admit(self, size: int) -> int:
         """Pixels of unfinished jobs live in memory; past the limit, clients retry later."""
         held = sum(j.input_bytes for j in self.jobs.list() if j.feed is not None)
         if held + size > self.config.max_queued_bytes:
-            raise M.ProtocolError("busy", f"the engine holds {held >> 20} MiB of queued frames; "
-                                  f"{size >> 20} MiB more would pass its limit "
-                                  f"({self.config.max_queued_bytes >> 20} MiB); retry when jobs finish")
+            raise M.ProtocolError("busy", f"the engine holds {_mib(held)} of queued frames; {_mib(size)} more "
+                                  f"would pass its limit ({_mib(self.config.max_queued_bytes)}, --max-queued-mb); "
+                                  "retry when jobs finish")
         return size
 
     def _cancel(self, ids, msg: Message) -> dict:
@@ -424,9 +445,19 @@ class EngineServer:
         return {"status": "ok", "job_id": job.id, "state": job.state}
 
     def _status(self, ids, msg: Message) -> dict:
+        """A job id is its capability: without one, a client sees only the jobs it submitted,
+        and the operator (who can read the shutdown token) may ask for all."""
         job_id = msg.content.get("job_id")
-        jobs = [self.jobs.get(job_id)] if job_id else sorted(self.jobs.list(), key=lambda j: j.created)
-        return {"status": "ok", "jobs": [j.summary() for j in jobs], "engine_session": self.session}
+        if job_id:
+            return {"status": "ok", "jobs": [self.jobs.get(job_id).summary()], "engine_session": self.session}
+        if msg.content.get("all"):
+            self._check_token(msg.content.get("token"))
+            jobs = self.jobs.list()
+        else:
+            jobs = [j for j in self.jobs.list() if j.session == msg.header["session"]]
+        hidden = len(self.jobs.jobs) - len(jobs)
+        return {"status": "ok", "jobs": [j.summary() for j in sorted(jobs, key=lambda j: j.created)],
+                "jobs_hidden": hidden, "engine_session": self.session}
 
     def _reattach(self, ids, msg: Message) -> dict:
         """Events of the job go to the caller from now on. With `resend`, finished inline
@@ -473,10 +504,13 @@ class EngineServer:
         return {"status": "ok", "time": time.time(), "jobs_running": running}
 
     def _shutdown(self, ids, msg: Message) -> dict:
-        if not secrets.compare_digest(msg.content["token"].encode(), self.token.encode()):
-            raise M.ProtocolError("unauthorized", f"wrong shutdown token (it is in {self.token_path}, "
-                                  "readable only by the user running the engine)")
+        self._check_token(msg.content["token"])
         return {"status": "ok"}
+
+    def _check_token(self, token) -> None:
+        if not isinstance(token, str) or not secrets.compare_digest(token.encode(), self.token.encode()):
+            raise M.ProtocolError("unauthorized", f"wrong or missing engine token (it is in {self.token_path}, "
+                                  "readable only by the user running the engine)")
 
     # -- events from workers ------------------------------------------------------------
 
@@ -499,6 +533,10 @@ def _best_effort_header(frames: list) -> dict | None:
     except Exception:
         pass
     return None
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
 
 
 def _file_formats() -> list[str]:
