@@ -8,7 +8,10 @@ linear EXR, 16-bit and alpha inputs into that, and turns the results back.
 from __future__ import annotations
 
 import abc
+import hashlib
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -61,6 +64,12 @@ class Backend(abc.ABC):
     # True when each output frame depends on its own input frame only; the engine then
     # caches results per frame. Colorizers with a memory across the shot leave it False.
     frame_independent: ClassVar[bool] = False
+    # True when each output frame depends only on the options, the keyframes and the input
+    # frames up to it, in order (a memory that looks back, never ahead). The engine then
+    # caches each frame under a digest of everything up to it, so a stream cut anywhere is
+    # reused up to there. Backends that look ahead leave it False and are cached only once
+    # their whole input is known.
+    causal: ClassVar[bool] = False
 
     @abc.abstractmethod
     def colorize(
@@ -82,3 +91,27 @@ class Backend(abc.ABC):
     def describe(self) -> dict:
         """Capabilities reported to clients (devices, limits)."""
         return {"name": self.name}
+
+    def cache_identity(self) -> dict:
+        """What, besides options and input, decides the output: cached results made by other
+        code (an upgrade) or other weights must not be served. Backends with weights add the
+        files' identity."""
+        return {"backend": f"{type(self).__module__}.{type(self).__qualname__}", "code": code_version(type(self))}
+
+
+_CODE_VERSIONS: dict[type, str] = {}
+
+
+def code_version(cls: type) -> str:
+    """Digest of the source files of the package that defines `cls` (its module alone when
+    it is a module of its own), computed once per process."""
+    if cls not in _CODE_VERSIONS:
+        module_file = Path(sys.modules[cls.__module__].__file__)
+        package = module_file.parent
+        in_own_package = (package / "__init__.py").is_file() and package.name != "backends"
+        files = sorted(package.rglob("*.py")) if in_own_package else [module_file]
+        h = hashlib.sha256()
+        for path in [Path(__file__), *files]:  # the contract too: it shapes every backend's output
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        _CODE_VERSIONS[cls] = h.hexdigest()[:32]
+    return _CODE_VERSIONS[cls]

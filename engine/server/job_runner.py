@@ -1,9 +1,9 @@
 """What a worker does with a job: build (or reuse) the backend, feed it frames, send
 results, and keep the result cache.
 
-Caching depends on whether a backend colorizes frames on their own: a backend class
-with `frame_independent = True` is cached per frame; any other (the default, which
-is always correct) is cached under a key covering the job's whole input.
+Every cache key covers the backend's identity (its code and weights), so an upgrade or
+replaced weights never serve old results. How far a key reaches back is the backend's
+kind (`inline_keys`): its own frame, every frame up to it, or the whole input.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import zmq
 
 from longanim.engine.backends.base import Backend, BackendError, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.errors import LonganimError
+from longanim.engine.server.inline_keys import InlineKeys
 from longanim.engine.server.job import FRAME_WAIT_S, Job, JobFailed
 from longanim.engine.server.result_cache import array_digest, digest
 from longanim.protocol import messages as M
@@ -110,15 +111,14 @@ class JobRunner:
         if key in self.backends:
             self.backends.move_to_end(key)
             return self.backends[key]
+        if "device" in options:  # refused at submit: one worker per device holds only if the engine assigns them
+            raise JobFailed("invalid_content", "options.device: the engine assigns devices; leave it out")
         try:
-            if "device" not in options:
-                # Backends that place tensors take the worker's device, "cpu" included (a CPU
-                # worker on a GPU box must not let a model pick the GPU); paint takes none.
-                try:
-                    backend = create_backend(name, device=self.device, **options)
-                except BackendError:
-                    backend = create_backend(name, **options)
-            else:
+            # Backends that place tensors take the worker's device, "cpu" included (a CPU
+            # worker on a GPU box must not let a model pick the GPU); paint takes none.
+            try:
+                backend = create_backend(name, device=self.device, **options)
+            except BackendError:
                 backend = create_backend(name, **options)
         except (ValueError, TypeError) as exc:  # a backend refusing an option value
             raise JobFailed("backend_error", f"backend {name!r}: {exc}") from None
@@ -145,21 +145,20 @@ class JobRunner:
         for kf in keyframes:
             _check_rgb8(kf.color, f"keyframe {kf.number} color", strict)
         use_cache = self.manager.cache.enabled and content.get("cache", True)
-        independent = bool(getattr(backend, "frame_independent", False))
         feed = job.feed
         cancelled = job.cancel.is_set
-        context = None
+        keying = None
         keys: dict[int, str] = {}
         if use_cache:
             context = digest(
-                "inline-v1", job.backend, content.get("options", {}),
+                "inline-v2", job.backend, content.get("options", {}), backend.cache_identity(),
                 [[kf.number, array_digest(kf.color), array_digest(kf.lineart) if kf.lineart is not None else None]
                  for kf in keyframes],
             )
-            if not independent and feed.complete:
-                frames = feed.snapshot()
-                whole = digest(context, [[n, array_digest(a)] for n, a in frames])
-                keys = {n: digest(whole, n) for n, _ in frames}
+            keying = InlineKeys(context, independent=bool(getattr(backend, "frame_independent", False)),
+                                causal=bool(getattr(backend, "causal", False)))
+            if not keying.per_frame and feed.complete:
+                keys = InlineKeys.whole_keys_of(context, feed.snapshot())
         want_conf = content.get("confidence", False)
         emitted: set[int] = set()
         t_work = [0.0, 0]  # seconds and frames actually computed, for the ETA
@@ -179,61 +178,70 @@ class JobRunner:
                 job.eta_s = left * t_work[0] / t_work[1]
             self.progress(job, number=number)
 
-        def from_cache(key: str | None):
-            if key is None:
-                return None
-            hit = self.manager.cache.get_arrays(key)
-            return hit if hit is not None and "rgb" in hit[0] else None
+        def serve_cached(number: int, key: str | None) -> bool:
+            hit = self.manager.cache.get_arrays(key) if key is not None else None
+            if hit is None or "rgb" not in hit[0]:
+                return False
+            arrays, info = hit
+            job.done_keys[number] = key
+            send(number, arrays["rgb"], arrays.get("confidence"), info, True)
+            return True
 
-        # Temporal backends: serve what the cache has, then run only if something is missing.
+        # A whole-input backend with its input complete: serve what the cache has, run only if
+        # something is missing.
         if keys:
-            missing = False
-            for number, key in keys.items():
-                hit = from_cache(key)
-                if hit is None:
-                    missing = True
-                    continue
-                arrays, info = hit
-                job.done_keys[number] = key
-                send(number, arrays["rgb"], arrays.get("confidence"), info, True)
-            if not missing:
+            served = [serve_cached(n, k) for n, k in keys.items()]
+            if all(served):
                 return
 
         def backend_frames():
+            held: list = []  # causal: frames served from the cache, given to the backend only if it must run
+            running = False
             for number, frame in feed.iterate(cancelled, self.manager.input_timeout_s):
                 _check_rgb8(frame, f"frame {number}", strict)
-                if independent and use_cache:
-                    key = digest(context, number, array_digest(frame))
+                key = keying.add(number, frame) if keying is not None else None
+                if key is not None:
                     keys[number] = key
-                    hit = from_cache(key)
-                    if hit is not None:
-                        arrays, info = hit
-                        job.done_keys[number] = key
-                        send(number, arrays["rgb"], arrays.get("confidence"), info, True)
-                        continue
+                if keying is not None and keying.kind == "frame" and serve_cached(number, key):
+                    continue
+                if keying is not None and keying.kind == "prefix" and serve_cached(number, key) and not running:
+                    held.append((number, frame))
+                    continue
+                running = True  # a cached result was sent above; the backend still needs the frame
+                yield from held  # the memory needs what came before; their results are already sent
+                held.clear()
                 yield number, frame
+            if keying is not None and not keying.per_frame and not keys:
+                keys.update(keying.whole_keys())
+                if all(self.manager.cache.get_arrays(k) is not None for k in keys.values()):
+                    raise _AllCached
 
         started = time.perf_counter()
-        for colored in backend.colorize(backend_frames(), keyframes, progress=self._backend_progress(job),
-                                        cancelled=cancelled):
-            number = colored.number
-            t_work[0] += time.perf_counter() - started
-            t_work[1] += 1
-            if number in emitted:
+        try:
+            for colored in backend.colorize(backend_frames(), keyframes, progress=self._backend_progress(job),
+                                            cancelled=cancelled):
+                number = colored.number
+                t_work[0] += time.perf_counter() - started
+                t_work[1] += 1
+                if number in emitted:
+                    started = time.perf_counter()
+                    continue
+                rgb = np.asarray(colored.rgb)
+                if rgb.dtype.name not in M.DTYPES:  # e.g. float64 from a backend: the wire has float32
+                    rgb = rgb.astype(np.float32)
+                conf = None if colored.confidence is None else np.asarray(colored.confidence, dtype=np.float32)
+                key = keys.get(number)
+                if key is not None:
+                    self.manager.cache.put_arrays(key, {"rgb": rgb, "confidence": conf}, _plain(colored.info))
+                    job.done_keys[number] = key
+                send(number, rgb, conf, colored.info, False)
+                if cancelled():
+                    raise Cancelled(f"cancelled after frame {number}")
                 started = time.perf_counter()
-                continue
-            rgb = np.asarray(colored.rgb)
-            if rgb.dtype.name not in M.DTYPES:  # e.g. float64 from a backend: the wire has float32
-                rgb = rgb.astype(np.float32)
-            conf = None if colored.confidence is None else np.asarray(colored.confidence, dtype=np.float32)
-            key = keys.get(number)
-            if key is not None:
-                self.manager.cache.put_arrays(key, {"rgb": rgb, "confidence": conf}, _plain(colored.info))
-                job.done_keys[number] = key
-            send(number, rgb, conf, colored.info, False)
-            if cancelled():
-                raise Cancelled(f"cancelled after frame {number}")
-            started = time.perf_counter()
+        except _AllCached:  # the whole streamed input was colorized before: nothing to compute
+            for number, key in keys.items():
+                if number not in emitted and not serve_cached(number, key):
+                    raise JobFailed("internal", f"frame {number}'s cached result vanished; submit again") from None
 
     def _backend_progress(self, job: Job):
         last = [0.0]
@@ -293,6 +301,7 @@ class JobRunner:
             progress=self._backend_progress(job),
             cancelled=job.cancel.is_set,
             on_frame=on_frame,
+            confine=roots.check_file,  # every folder and file the job writes, at the moment it does
         )
 
 
@@ -306,7 +315,7 @@ class _CachingBackend(Backend):
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         cache = self.runner.manager.cache
-        context = digest(self.whole, self.name, self.job.content.get("options", {}),
+        context = digest(self.whole, self.name, self.job.content.get("options", {}), self.inner.cache_identity(),
                          [[k.number, array_digest(k.color),
                            array_digest(k.lineart) if k.lineart is not None else None] for k in keyframes])
         independent = bool(getattr(self.inner, "frame_independent", False))
@@ -362,6 +371,10 @@ class _CachingBackend(Backend):
         yield from waiting
 
 
+class _AllCached(Exception):
+    """Raised through a whole-input backend when its input turned out to be cached entirely."""
+
+
 def _colored(number: int, arrays: dict, info: dict):
     return ColoredFrame(number, arrays["rgb"], arrays.get("confidence"), {**info, "cached": True})
 
@@ -369,8 +382,10 @@ def _colored(number: int, arrays: dict, info: dict):
 def _file_digest(path) -> str:
     import hashlib
 
+    from longanim.engine.sequences.image_files import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO swapped in for a frame must not block the worker
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

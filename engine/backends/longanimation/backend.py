@@ -67,6 +67,16 @@ class LongAnimationBackend(Backend):
                 "segment_length": self.settings.segment_length, "overlap": self.settings.overlap,
                 "steps": self.settings.steps, "memory": self.memory}
 
+    def cache_identity(self) -> dict:
+        """The weight files by name, size, modification time and inode: replacing any of them
+        (a new release, a retrained memory encoder) makes earlier results stale. Reading
+        gigabytes to hash them would cost more than the check is worth."""
+        files = []
+        for path in sorted(p for p in self.weights.rglob("*") if p.is_file()):
+            st = path.stat()
+            files.append([str(path.relative_to(self.weights)), st.st_size, st.st_mtime_ns, st.st_ino])
+        return {**super().cache_identity(), "weights": str(self.weights.resolve()), "weight_files": files}
+
     # --- loading ------------------------------------------------------------------------------
 
     def _resolve_device(self):

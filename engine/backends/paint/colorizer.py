@@ -42,6 +42,7 @@ GOES_ON = 0.5  # a region continuing the last frame with this much trust carries
 
 class PaintBackend(Backend):
     name = "paint"
+    causal = True  # frame n is decided from the keyframes and frames up to n (the look-ahead only segments)
 
     def __init__(
         self,
