@@ -17,11 +17,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ext", help="output format: png, tif or exr (default: as the input)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="backend option, e.g. --set global_memory=false (repeatable)")
-    parser.add_argument("--engine", metavar="URL", help="use a running engine, e.g. tcp://127.0.0.1:5555")
+    parser.add_argument("--engine", metavar="URL",
+                        help="use a running engine, e.g. tcp://127.0.0.1:5555 (it reads the files itself when "
+                             "they lie inside its --roots; otherwise the pixels are sent)")
     parser.add_argument("--curve-keys", metavar="DIR",
                         help="client keys from `longanim keys` for an engine that requires CurveZMQ")
     parser.add_argument("--engine-timeout", type=float, default=30.0, metavar="S",
-                        help="seconds without any word from the engine before giving up (default 30)")
+                        help="seconds without any word from the engine before giving up, also when none "
+                             "is running (default 30)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 

@@ -1,63 +1,156 @@
 """`longanim colorize --engine URL`: the same job, run by a running engine.
 
-The engine reads and writes the files itself, through the same pipeline as the
-in-process run, so the output is byte-identical; this needs the paths to mean the
-same on both sides (the same machine, or shared storage mounted at the same place)
-and to lie inside the engine's --roots.
+Two ways, both writing files byte-identical to an in-process run:
+
+- the engine has `--roots` (capabilities `input_kinds` holds "path"): it reads and writes
+  the files itself through the same pipeline, which needs the paths to mean the same on
+  both sides (the same machine, or shared storage mounted at the same place) and to lie
+  inside its roots;
+- otherwise (the README's plain `longanim serve &`) the in-process pipeline runs here with
+  a backend that sends the pixels to the engine as they are read (a bounded stretch ahead
+  of the results, never the whole shot) and hands its results to the pipeline's writers.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import time
 
+from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame
+from longanim.engine.errors import LonganimError
 from longanim.progress import ProgressBar
+
+# Frames sent before their results come back (and as many read ahead): what both sides
+# hold. paint and passthrough answer frame by frame; a diffusion backend needs a whole
+# segment (81 frames by default) before its first result.
+AHEAD_FRAMES = {"paint": 16, "passthrough": 16}
+AHEAD_SEGMENTS = 2 * 81
+USER_ERRORS = ("input_error", "forbidden", "not_found", "invalid_content", "unknown_backend", "too_large")
 
 
 def run_remote(args) -> int:
-    from longanim.engine.errors import InputError, LonganimError
-    from longanim.engine.sequences.reader import parse_frame_range, parse_ref_arg
-    from longanim.options import parse_options
+    from longanim.engine.errors import InputError
     from longanim.protocol.client import CurveKeys, EngineClient, EngineError
 
-    frames = parse_frame_range(args.frames) if getattr(args, "frames", None) else None
-    refs = []
-    for text in args.ref:
-        path, frame = parse_ref_arg(text)
-        refs.append((os.path.abspath(path), frame))
-    options = parse_options(getattr(args, "set", []) or [])
     timeout = float(getattr(args, "engine_timeout", 30.0) or 30.0)
     keys_dir = getattr(args, "curve_keys", None) or os.environ.get("LONGANIM_CURVE_KEYS")
     curve = CurveKeys.from_dir(keys_dir) if keys_dir else None
-    quiet = getattr(args, "quiet", False)
     started = time.perf_counter()
-    job = None
     try:
         with EngineClient(args.engine, timeout=timeout, curve=curve, client_name="longanim-cli") as client:
-            client.hello()
-            job = client.submit_paths(
-                os.path.abspath(args.lineart), refs, os.path.abspath(args.output),
-                backend=args.backend, options=options, frames=frames, out_ext=getattr(args, "ext", None),
-                label=f"cli {os.path.basename(os.path.abspath(args.lineart))}",
-            )
-            bar = None
-            try:
-                for _ in job.results(timeout=timeout):
-                    if not quiet and job.frames_total:
-                        bar = bar or ProgressBar("colorize (engine)", job.frames_total)
-                        bar.update(job.frames_done)
-            except KeyboardInterrupt:
-                client.cancel(job.id, timeout=min(timeout, 5.0))
-                raise
+            info = client.hello()
+            if "path" in info.get("capabilities", {}).get("input_kinds", []):
+                job, cached = _colorize_paths(client, args, timeout)
+            else:
+                job, cached = _colorize_inline(client, args, timeout)
     except EngineError as exc:
-        if exc.code in ("input_error", "forbidden", "not_found", "invalid_content", "unknown_backend"):
+        if exc.code in USER_ERRORS:
             raise InputError(f"engine {args.engine}: {exc}") from None
         raise LonganimError(f"engine {args.engine}: {exc}") from None
     if job.state != "done":
         raise LonganimError(f"engine job {job.id} ended {job.state}")
-    if not quiet:
+    if not getattr(args, "quiet", False):
         seconds = time.perf_counter() - started
         print(f"{job.frames_done} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
-              f"(job {job.id}, {job.summary.get('frames_cached', 0)} from the cache)", file=sys.stderr)
+              f"(job {job.id}, {cached} from the cache)", file=sys.stderr)
     return 0
+
+
+def _colorize_paths(client, args, timeout: float):
+    """The engine reads and writes the files (they lie on storage it shares)."""
+    from longanim.engine.sequences.reader import parse_frame_range, parse_ref_arg
+    from longanim.options import parse_options
+
+    refs = [(os.path.abspath(path), frame) for path, frame in map(parse_ref_arg, args.ref)]
+    job = client.submit_paths(
+        os.path.abspath(args.lineart), refs, os.path.abspath(args.output),
+        backend=args.backend, options=parse_options(getattr(args, "set", []) or []),
+        frames=parse_frame_range(args.frames) if getattr(args, "frames", None) else None,
+        out_ext=getattr(args, "ext", None), label=_label(args),
+    )
+    bar = None
+    try:
+        for _ in job.results(timeout=timeout):
+            if not getattr(args, "quiet", False) and job.frames_total:
+                bar = bar or ProgressBar("colorize (engine)", job.frames_total)
+                bar.update(job.frames_done)
+    except KeyboardInterrupt:
+        _cancel(job, timeout)
+        raise
+    return job, job.summary.get("frames_cached", 0)
+
+
+def _colorize_inline(client, args, timeout: float):
+    """The in-process pipeline reads the frames and writes the results (the same files, byte
+    for byte); only the colorizing happens in the engine, through `EngineBackend`."""
+    from longanim.engine.pipeline import colorize_shot
+    from longanim.engine.sequences.reader import open_sequence, parse_frame_range
+    from longanim.options import parse_options, parse_refs
+
+    frames = parse_frame_range(args.frames) if getattr(args, "frames", None) else None
+    with open_sequence(args.lineart, frames) as shot:
+        total = len(shot.frames)
+    backend = EngineBackend(client, args.backend, parse_options(getattr(args, "set", []) or []), timeout, _label(args))
+    progress = None if getattr(args, "quiet", False) else ProgressBar("colorize (engine)", total)
+    colorize_shot(args.lineart, parse_refs(args.ref), args.output, backend=backend, frames=frames,
+                  out_ext=getattr(args, "ext", None), progress=progress)
+    return backend.job, backend.cached
+
+
+class EngineBackend(Backend):
+    """A backend whose colorizing happens in a running engine: the frames `colorize_shot`
+    reads are sent as pixels (read on the client's worker thread, a bounded stretch ahead of
+    the results) and its results come back in input order, as the pipeline expects."""
+
+    def __init__(self, client, name: str, options: dict, timeout: float, label: str):
+        self.client, self.name, self.options, self.timeout, self.label = client, name, options, timeout, label
+        self.job = None
+        self.cached = 0
+
+    def ahead(self) -> int:
+        segment = self.options.get("segment_length")
+        segment = segment if isinstance(segment, int) and not isinstance(segment, bool) else 0
+        return AHEAD_FRAMES.get(self.name, max(AHEAD_SEGMENTS, 2 * segment))
+
+    def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        order: collections.deque = collections.deque()  # numbers as sent, filled on the reader thread
+
+        def numbered():
+            for number, rgb in frames:
+                order.append(number)
+                yield number, rgb
+
+        self.job = self.client.submit_frames(
+            numbered(), [(k.number, k.color, k.lineart) for k in keyframes], backend=self.name,
+            options=self.options, confidence=True, label=self.label, max_ahead=self.ahead(), timeout=self.timeout)
+        waiting: dict = {}  # results that came before an earlier frame's (a resend)
+        try:
+            for result in self.job.results(timeout=self.timeout):
+                self.cached += result.cached
+                waiting[result.number] = result
+                while order and order[0] in waiting:
+                    r = waiting.pop(order.popleft())
+                    yield ColoredFrame(r.number, r.rgb, r.confidence, r.info)
+                if cancelled is not None and cancelled():
+                    raise Cancelled("cancelled")
+        except BaseException:  # Ctrl-C, a failed write, the pipeline giving up: stop the engine's job too
+            _cancel(self.job, self.timeout)
+            raise
+        if order:
+            raise LonganimError(f"engine job {self.job.id} ended {self.job.state} without results for frames "
+                                f"{list(order)[:5]}...")
+
+
+def _label(args) -> str:
+    return f"cli {os.path.basename(os.path.abspath(args.lineart))}"
+
+
+def _cancel(job, timeout: float) -> None:
+    """Stop the engine's job too (waiting a few seconds at most for the answer)."""
+    if job is not None and job.id is not None and not job.final:
+        try:
+            job.cancel(timeout=min(timeout, 5.0))
+        except Exception:  # what stopped us is what the user needs to see
+            pass

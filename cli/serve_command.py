@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
                         help="address to listen on (default: %(default)s, loopback only)")
     parser.add_argument("--roots", nargs="+", default=[], metavar="DIR",
                         help="directories clients may read and write by path; none: inline pixels only")
+    parser.add_argument("--weights-roots", nargs="+", default=[], metavar="DIR",
+                        help="directories holding model weights that clients may name (options.weights, "
+                             "e.g. the longanimation release); none: clients may name no weights")
     parser.add_argument("--cache", metavar="DIR", default=None,
                         help="result cache directory (default: $XDG_CACHE_HOME/longanim/results)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache results")
@@ -60,13 +63,15 @@ def run(args) -> int:
     if not args.no_cache:
         cache = args.cache or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                   / "longanim" / "results")
-    for root in args.roots:
-        if not Path(root).is_dir():
-            raise InputError(f"--roots {root}: not a directory")
+    for flag, dirs in (("--roots", args.roots), ("--weights-roots", args.weights_roots)):
+        for root in dirs:
+            if not Path(root).is_dir():
+                raise InputError(f"{flag} {root}: not a directory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s longanim serve: %(message)s")
     config = ServeConfig(
         bind=args.bind,
         roots=args.roots,
+        weights_roots=args.weights_roots,
         cache_dir=cache,
         cache_max_bytes=int(args.cache_max_gb * (1 << 30)),
         insecure=args.insecure,

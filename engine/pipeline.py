@@ -9,6 +9,7 @@ is written last, so a folder without it is an interrupted run.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -16,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Backend, CancelFn, ColoredFrame, Keyframe, ProgressFn
 from longanim.engine.sequences.colorspace import to_display_float
 from longanim.engine.errors import InputError
-from longanim.engine.sequences.image_files import ImageData, atomic_write, read_image
+from longanim.engine.sequences.image_files import ConfineFn, ImageData, atomic_write, read_image
 from longanim.engine.sequences.reader import Sequence as FrameSequence
 from longanim.engine.sequences.reader import frame_number_from_path, open_sequence
 from longanim.engine.sequences.writer import SequenceWriter
@@ -101,7 +102,11 @@ def colorize_shot(
     progress: ProgressFn | None = None,
     cancelled: CancelFn | None = None,
     on_frame: Callable[[ColoredFrame, Path], None] | None = None,
+    confine: ConfineFn | None = None,
 ) -> ShotReport:
+    """`confine` is called on every folder and file the run writes, right before it is used,
+    and raises to refuse it: the engine passes its roots check, the CLI none. Either way
+    no output may be one of the run's inputs (`input_places`)."""
     started = time.perf_counter()
     whole = open_sequence(lineart_source)
     shot = open_sequence(lineart_source, frames) if frames else whole
@@ -111,15 +116,18 @@ def colorize_shot(
         keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
         engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
         outdir = Path(outdir)
-        _refuse_overwriting_input(outdir, shot)
+        guard = _output_guard(confine, _inputs_of_run(whole, refs))
+        for folder in (outdir, outdir / CONFIDENCE_DIR):
+            guard(folder)
         ext = (out_ext or ("png" if shot.is_video else shot.ext)).lower().lstrip(".")
         first = shot.read(shot.frames[0])
-        writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding)
+        writer = SequenceWriter(outdir, shot.name, ext, depth=_output_depth(first, ext), padding=shot.padding,
+                                confine=guard)
         confidence_writer = SequenceWriter(outdir / CONFIDENCE_DIR, shot.name, "png", depth="8",
-                                           padding=shot.padding)
+                                           padding=shot.padding, confine=guard)
         # A report left by an earlier run must not vouch for this one until it has finished,
         # and hidden temporaries of a killed run are of no use to anyone.
-        (outdir / REPORT_NAME).unlink(missing_ok=True)
+        guard(outdir / REPORT_NAME).unlink(missing_ok=True)
         for folder in (outdir, outdir / CONFIDENCE_DIR):
             for stale in folder.glob(f".{shot.name}.*.partial-*"):
                 stale.unlink(missing_ok=True)
@@ -144,7 +152,7 @@ def colorize_shot(
             raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... "
                                f"for {shot.frames[:5]}...")
         report.seconds = time.perf_counter() - started
-        write_json(outdir / REPORT_NAME, report.to_json())
+        write_json(outdir / REPORT_NAME, report.to_json(), confine=guard)
         return report
     finally:
         shot.close()
@@ -299,10 +307,48 @@ def _output_depth(first: ImageData, ext: str) -> str:
     return first.depth if first.depth in ("8", "16") else "16"
 
 
-def _refuse_overwriting_input(outdir: Path, shot: FrameSequence) -> None:
-    source = shot.path_for(shot.frames[0])
-    if source is not None and outdir.resolve() == Path(source).parent.resolve():
-        raise InputError(f"the output folder {outdir} is the line-art folder: writing there would overwrite or mix with the line art; choose another -o")
+def input_places(lineart_folder: Path, lineart_files: Iterable[Path], refs: Iterable[Path]) -> dict[Path, str]:
+    """Every input of a run and each folder holding one, resolved, with what it is. No
+    output may be one of them: frames are named after the line art, so a colored frame
+    written into the keyframes' folder replaces the keyframe of the same number."""
+    places = {_real(lineart_folder): f"the line-art folder {lineart_folder}"}
+    for path in lineart_files:
+        places.setdefault(_real(path).parent, f"the folder of line-art file {path}")
+        places[_real(path)] = f"line-art file {path}"
+    for ref in refs:
+        places.setdefault(_real(ref).parent, f"the folder of keyframe {ref}")
+        places[_real(ref)] = f"keyframe {ref}"
+    return places
+
+
+def check_output_place(path: Path, places: dict[Path, str]) -> None:
+    """Refuses an output folder or file that is one of the run's inputs (`input_places`)."""
+    label = places.get(_real(path))
+    if label is not None:
+        raise InputError(f"the output {path} is {label}: writing there would overwrite or mix with the "
+                         "inputs; choose another output folder (-o)")
+
+
+def _inputs_of_run(whole: FrameSequence, refs: Sequence[RefSpec]) -> dict[Path, str]:
+    files = [Path(whole.source)] if whole.is_video else [whole.path_for(n) for n in whole.frames]
+    return input_places(files[0].parent, files, [Path(ref.path) for ref in refs])
+
+
+def _output_guard(confine: ConfineFn | None, places: dict[Path, str]) -> Callable[[Path], Path]:
+    """The check every output folder and file passes right before use: the caller's
+    confinement first (the engine's roots), then that it is none of the inputs."""
+
+    def guard(path: Path) -> Path:
+        if confine is not None:
+            confine(path)
+        check_output_place(path, places)
+        return path
+
+    return guard
+
+
+def _real(path) -> Path:
+    return Path(os.path.realpath(path))
 
 
 def _confidence_image(confidence: np.ndarray) -> np.ndarray:
@@ -310,6 +356,6 @@ def _confidence_image(confidence: np.ndarray) -> np.ndarray:
     return np.round(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict, confine: ConfineFn | None = None) -> None:
     text = json.dumps(data, indent=2, sort_keys=True).encode()
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(text), confine)

@@ -2,32 +2,39 @@
 numpy is imported when pixels are sent or received), so it runs inside Blender's and
 Nuke's Python.
 
-Blocking use (scripts, the farm CLI)::
+Blocking use (scripts, the farm CLI); every call has a deadline::
 
     with EngineClient("tcp://127.0.0.1:5555") as engine:
         job = engine.submit_frames(frames, keyframes=[(0, color0)], backend="paint")
         for result in job.results(timeout=60):
             save(result.number, result.rgb)
 
-Non-blocking use (a GUI timer calls this every ~50 ms; nothing here ever waits)::
+Non-blocking use (a GUI timer calls `poll()` every ~50 ms; no call here ever waits).
+Every request has a `wait=False` form returning a `Pending` (or, for submits, a `Job`)
+that `poll()` settles::
 
-    job = engine.submit_frames(frames, keyframes, wait=False)
+    job = engine.submit_frames(frames, keyframes, wait=False)   # frames read on a worker thread
+    cancel = None
     def on_timer():
-        for event in engine.poll():          # returns at once
-            ...                              # progress / result / job_done Messages
-        for result in job.poll():            # or just this job's results
+        engine.poll()                                           # returns at once
+        for result in job.poll():                               # this job's new results
             show(result.number, result.rgb)
-        return None if job.final else 0.05   # job.state, job.frames_done, job.eta_s, job.error
+        if cancel is not None and cancel.done:
+            report(cancel.error or cancel.result())
+        return None if job.final else 0.05                      # job.state, frames_done, eta_s, error
+    cancel = job.cancel(wait=False)                             # from a button: returns at once
 
 An EngineClient belongs to one thread; use one per thread. When the connection
 reconnects after silence, or finds a restarted engine, the client reattaches its
 unfinished jobs, so results that arrived before the gap are kept and the rest are sent
-again from the cache.
+again from the cache; the same happens when results went missing because the host
+stopped polling for longer than the engine's stall timeout.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -39,16 +46,23 @@ from longanim.protocol.connection import (
     CurveKeys,
     EngineError,
     EngineTimeout,
+    Pending,
     default_token_path,
-    error_fields,
 )
-from longanim.protocol.wire import PROTOCOL_VERSION, Message, WireError, compatible, serialize
+from longanim.protocol.wire import PROTOCOL_VERSION, Message, WireError, compatible
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_URL", "CurveKeys", "EngineClient", "EngineError", "EngineTimeout", "Job",
-           "Result", "default_token_path"]
+           "Pending", "Result", "default_token_path"]
 
 CHUNK_BYTES = 16 * 1024 * 1024  # inline frames per message; more go in append requests
 APPEND_WINDOW = 4  # append requests in flight while results stream back (64 MiB with CHUNK_BYTES)
+# Of the engine's max_message_bytes, this much is left for the maps (header, content with
+# one small descriptor per frame); a message carries at most MAX_FRAMES_PER_MESSAGE frames.
+HEADER_ROOM = 64 * 1024
+MAX_FRAMES_PER_MESSAGE = 512
+READ_AHEAD_BYTES = 64 * 1024 * 1024  # frames read on the worker thread, waiting to be sent
+FLUSH_S = 0.5  # frames come slower than this (rendered one by one): send what is read
+SILENT_JOB_S = 3.0  # a live job unheard of this long gets a status probe (was its job_done dropped?)
 
 
 @dataclass
@@ -77,10 +91,19 @@ class Job:
         self.summary: dict = {}
         self.received: set[int] = set()
         self.results_queue: collections.deque[Result] = collections.deque()
-        self._to_send: Iterator | None = None  # remaining inline frame chunks
-        self._appends_in_flight: list[str] = []
-        self._failed_here = False
         self.events_seen = 0
+        self._upload: _Upload | None = None  # inline frames still on their way
+        self._failed_here = False
+        self._cancel_wanted: Pending | None = None  # cancelled before the engine named the job
+        # Results that went missing (dropped by the engine while this client did not read)
+        # are asked for again: `received` against the engine's frames_done tells.
+        self._counts_results = True
+        self._gap_ok = 0  # results missing that a resend could not bring back
+        self._resync: Pending | None = None
+        self._resync_replied = False
+        self._probe: Pending | None = None
+        self._last_event = time.monotonic()
+        self._event_seq = 0  # the last event number seen (resent results carry none)
 
     @property
     def final(self) -> bool:
@@ -88,7 +111,9 @@ class Job:
 
     def _on_event(self, msg: Message) -> None:
         self.events_seen += 1
+        self._last_event = time.monotonic()
         c = msg.content
+        self._notice_gap(c)
         if msg.msg_type == M.RESULT:
             number = c.get("number")
             if not isinstance(number, int) or number in self.received:
@@ -105,14 +130,51 @@ class Job:
             self.received.add(number)
             self.results_queue.append(result)
         elif msg.msg_type in (M.PROGRESS, M.DONE):
-            if self._failed_here:
-                return  # keep the reason this client stopped the job
+            if self._failed_here or self._held_back(msg):
+                return  # keep the reason this client stopped the job / wait for the resent results
             for key in ("state", "frames_done", "frames_total", "eta_s", "error"):
                 if key in c:
                     setattr(self, key, c[key])
             if msg.msg_type == M.DONE:
                 self.summary = c
-                self._to_send = None
+
+    def _notice_gap(self, content: dict) -> None:
+        """The engine numbers a job's events (`event_seq`); a jump, or its word that events
+        were dropped while this client did not read (`missed_events`), means catching up."""
+        seq = content.get("event_seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return
+        gap = seq > self._event_seq + 1 or (bool(content.get("missed_events")) and seq > self._event_seq)
+        self._event_seq = max(self._event_seq, seq)
+        if gap and self.id is not None and self._resync is None and not self.final:
+            self.client._resync(self)
+
+    def _held_back(self, msg: Message) -> bool:
+        """Whether this progress or job_done must wait: results are missing (the engine
+        counted more frames done than arrived) and are being resent, so an end seen
+        meanwhile (job_done, or a progress naming a final state) waits for the resent one."""
+        is_done = msg.msg_type == M.DONE or msg.content.get("state") in M.FINAL_STATES
+        if self._resync is not None:
+            if not self._resync_replied:
+                return is_done
+            # The first event after the resent results: what is still missing stays missing.
+            self._gap_ok = max(self._gap_ok, self._missing(msg.content))
+            self._resync, self._resync_replied = None, False
+            return False
+        if self._missing(msg.content) > self._gap_ok:
+            self.client._resync(self)
+            return is_done
+        return False
+
+    def _missing(self, content: dict) -> int:
+        done = content.get("frames_done")
+        if not self._counts_results or not isinstance(done, int) or isinstance(done, bool):
+            return 0
+        return done - len(self.received)
+
+    def _fail_here(self, code: str, message: str) -> None:
+        """This side stopped the job (refused frames, unreadable input): keep that reason."""
+        self.state, self.error, self._failed_here = "failed", {"code": code, "message": message}, True
 
     def poll(self, timeout: float = 0.0) -> list[Result]:
         """Results that arrived so far (waiting at most `timeout` for the first one)."""
@@ -136,7 +198,7 @@ class Job:
                 yield self.results_queue.popleft()
             if self.final:
                 break
-            self.client._pump(0.05)
+            self.client._pump(self.client._pump_wait())
             if self.events_seen != seen:  # progress counts, e.g. denoising steps of a long segment
                 seen, last = self.events_seen, time.monotonic()
             elif time.monotonic() - last > timeout:
@@ -145,7 +207,8 @@ class Job:
             yield self.results_queue.popleft()
         if self.state == "failed":
             err = self.error or {}
-            raise EngineError(err.get("code", "failed"), f"job {self.id} failed: {err.get('message', '?')}")
+            raise EngineError(err.get("code", "failed"), f"job {self.id or '(not accepted)'} failed: "
+                              f"{err.get('message', '?')}")
 
     def wait(self, timeout: float = 60.0) -> str:
         """Drain results (kept in `collected`) and return the final state."""
@@ -158,10 +221,11 @@ class Job:
                 raise
         return self.state
 
-    def cancel(self, timeout: float | None = None) -> str:
-        if self.id is None:
-            raise EngineError("conflict", "the engine has not accepted this job yet; poll first")
-        return self.client.cancel(self.id, timeout=timeout)
+    def cancel(self, timeout: float | None = None, wait: bool = True):
+        """Stop the job, even before the engine has named it; `wait=False` returns a
+        Pending whose result is the job's state after the cancel."""
+        pending = self.client._cancel_job(self, timeout)
+        return pending.wait() if wait else pending
 
 
 class EngineClient(Connection):
@@ -172,9 +236,10 @@ class EngineClient(Connection):
         self.client_name = client_name
         self.jobs: dict[str, Job] = {}
         self.engine_info: dict = {}
+        self.max_message_bytes: int | None = None  # the engine's, from hello or capabilities
+        self._limits: Pending | None = None  # a hello asked for them
+        self._uploads: list[_Upload] = []
         self._early: dict[str, list[Message]] = {}
-        self._reattaching: dict[str, str] = {}  # reattach msg_id -> job id
-        self._pending_submits: dict[str, Job] = {}  # submit msg_id -> job without an id yet
         # Events for poll(); bounded, since blocking users read results from their Job instead.
         self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
         super().__init__(url, **connection)
@@ -184,12 +249,19 @@ class EngineClient(Connection):
 
     def poll(self, timeout: float = 0.0) -> list[Message]:
         """Events that arrived since the last call (waiting at most `timeout` for one);
-        also keeps heartbeats, reconnects and streamed input going. 0 never blocks."""
+        also settles pending requests and keeps heartbeats, reconnects and streamed input
+        going. 0 never blocks."""
         if not self._undelivered:
             self._pump(timeout)
         events = list(self._undelivered)
         self._undelivered.clear()
         return events
+
+    def close(self) -> None:
+        for upload in self._uploads:
+            upload.stop()
+        self._uploads = []
+        super().close()
 
     # -- what the connection carries -------------------------------------------------------
 
@@ -200,62 +272,80 @@ class EngineClient(Connection):
         self._reattach_all()
 
     def _on_engine_restarted(self) -> None:
-        # Our jobs died with the old engine unless it was the same one (then reattaching is harmless).
+        # Our jobs died with the old engine unless it was the same one (then reattaching is
+        # harmless); the new one may have other limits.
+        self.max_message_bytes = None
         self._reattach_all()
 
     def _after_pump(self) -> None:
-        self._pump_appends()
+        if self._uploads:
+            self._uploads = [u for u in self._uploads if u.advance()]
+        self._watch_jobs()
+
+    def _pump_wait(self) -> float:
+        return 0.005 if self._uploads else 0.05  # frames being read: look for them often
 
     def _reattach_all(self) -> None:
-        for job in self.jobs.values():
-            if not job.final:
-                msg = self._make_request(M.REATTACH, {"job_id": job.id, "resend": True})
-                self._reattaching[msg.msg_id] = job.id
-                self._send_frames(serialize(msg), time.monotonic() + self.timeout)
+        for job in list(self.jobs.values()):
+            if not job.final and job._resync is None:
+                self._resync(job)
+
+    def _resync(self, job: Job) -> None:
+        """Reattach with resend: results since the gap come again (duplicates are dropped)."""
+        job._resync_replied = False
+        job._resync = self.begin(M.REATTACH, {"job_id": job.id, "resend": True}, retries=0)
+        job._resync.add_done_callback(lambda p: self._after_resync(job, p))
+
+    def _after_resync(self, job: Job, p: Pending) -> None:
+        if p.error is None:
+            job._resync_replied = True
+            return
+        job._resync = None
+        if p.error.code not in ("timeout", "closed") and not job.final:
+            # e.g. the engine restarted and forgot the job: fail it rather than wait forever
+            job.state = "failed"
+            job.error = {"code": "lost", "message": f"the engine no longer knows this job ({p.error.message}); "
+                         "submit it again"}
+
+    def _watch_jobs(self) -> None:
+        """A live job unheard of for a while may have ended while its events were dropped:
+        ask for its state."""
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.final or job._probe is not None or job._resync is not None or now - job._last_event < SILENT_JOB_S:
+                continue
+            job._probe = self.begin(M.STATUS, {"job_id": job.id}, retries=0)
+            job._probe.add_done_callback(lambda p, job=job: self._after_probe(job, p))
+
+    def _after_probe(self, job: Job, p: Pending) -> None:
+        job._probe, job._last_event = None, time.monotonic()
+        if p.error is not None or job.final or job._resync is not None:
+            return
+        jobs = p.value.content.get("jobs")
+        if isinstance(jobs, list) and jobs and isinstance(jobs[0], dict) and jobs[0].get("state") in M.FINAL_STATES:
+            self._resync(job)  # it ended, and its job_done never came
 
     def _route(self, msg: Message) -> None:
-        parent = msg.parent_id
-        if msg.msg_type.endswith("_reply") or msg.msg_type == M.ERROR:
-            if parent in self._pending_submits:
-                job = self._pending_submits.pop(parent)
-                if msg.content.get("status") == "ok":
-                    job.id, job.submit_msg = msg.content["job_id"], msg
-                    self._register(job)
-                else:
-                    job.state, job.error = "failed", error_fields(msg)
-            elif parent in self._reattaching:
-                job = self.jobs.get(self._reattaching.pop(parent))
-                if job is not None and msg.content.get("status") == "error" and not job.final:
-                    # e.g. the engine restarted and forgot the job: fail it rather than wait forever
-                    job.state = "failed"
-                    job.error = {"code": "lost", "message": "the engine no longer knows this job "
-                                 f"({error_fields(msg)['message']}); submit it again"}
-            elif msg.msg_type == "append_reply" or msg.msg_type == M.ERROR:
-                for job in self.jobs.values():
-                    if parent in job._appends_in_flight:
-                        job._appends_in_flight.remove(parent)
-                        if msg.content.get("status") == "error" and not job.final:
-                            # Frames were refused: the job cannot complete, so stop it.
-                            job.state, job.error, job._to_send = "failed", error_fields(msg), None
-                            job._failed_here = True
-                            self._awaiting.discard(self.send(M.CANCEL, {"job_id": job.id}))
-            return
         if msg.msg_type in M.EVENTS:
             job_id = msg.content.get("job_id")
             job = self.jobs.get(job_id)
             if job is not None:
                 job._on_event(msg)
-            elif isinstance(job_id, str) and (self._awaiting or self._pending_submits) and len(self._early) < 64:
-                # Events can overtake the submit reply while request() is still waiting for it.
+            elif isinstance(job_id, str) and self._pending and len(self._early) < 64:
+                # Events can overtake the reply that names their job (submit, reattach).
                 self._early.setdefault(job_id, []).append(msg)
             self._undelivered.append(msg)
-        # anything else: a newer engine's message type; ignore it
+        # anything else: a late reply to a request given up on, or a newer engine's message type
 
-    # -- high level -----------------------------------------------------------------------
+    # -- requests: each blocks by default, or returns a Pending with wait=False ------------
 
-    def hello(self, timeout: float | None = None) -> dict:
-        reply = self.request(M.HELLO, {"protocol_version": PROTOCOL_VERSION, "client": self.client_name},
-                             timeout=timeout)
+    def hello(self, timeout: float | None = None, wait: bool = True):
+        """Version check; the engine's capabilities, heartbeat and message limit are kept."""
+        p = self.begin(M.HELLO, {"protocol_version": PROTOCOL_VERSION, "client": self.client_name},
+                       timeout=timeout, on_reply=self._on_hello)
+        return p.wait() if wait else p
+
+    def _on_hello(self, reply: Message) -> dict:
         theirs = reply.content.get("protocol_version")
         try:
             ok = isinstance(theirs, str) and compatible(theirs)
@@ -265,27 +355,60 @@ class EngineClient(Connection):
             raise EngineError("incompatible_version", f"the engine at {self.url} speaks protocol {theirs}, "
                               f"this client {PROTOCOL_VERSION}; update whichever side is older")
         self.engine_info = reply.content
+        self.adopt_heartbeat(reply.content.get("heartbeat_s"))
+        self._adopt_limits(reply.content.get("capabilities"))
         return reply.content
 
-    def capabilities(self, timeout: float | None = None) -> dict:
-        return self.request(M.CAPABILITIES, {}, timeout=timeout).content
+    def _adopt_limits(self, capabilities: Any) -> None:
+        size = capabilities.get("max_message_bytes") if isinstance(capabilities, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            self.max_message_bytes = size
 
-    def ping(self, timeout: float | None = None) -> float:
-        """Round-trip time in seconds."""
+    def capabilities(self, timeout: float | None = None, wait: bool = True):
+        def on_reply(reply: Message) -> dict:
+            self._adopt_limits(reply.content)
+            return reply.content
+
+        p = self.begin(M.CAPABILITIES, {}, timeout=timeout, on_reply=on_reply)
+        return p.wait() if wait else p
+
+    def ping(self, timeout: float | None = None, wait: bool = True):
+        """Round-trip time in seconds (without waiting: until poll() saw the reply)."""
         t0 = time.perf_counter()
-        self.request(M.PING, {}, timeout=timeout, retries=0)
-        return time.perf_counter() - t0
+        p = self.begin(M.PING, {}, timeout=timeout, retries=0, on_reply=lambda r: time.perf_counter() - t0)
+        return p.wait() if wait else p
 
-    def status(self, job_id: str | None = None, timeout: float | None = None) -> list[dict]:
-        return self.request(M.STATUS, {"job_id": job_id}, timeout=timeout).content["jobs"]
+    def status(self, job_id: str | None = None, timeout: float | None = None, wait: bool = True):
+        """Job summaries: the one asked for, else this client's jobs."""
+        p = self.begin(M.STATUS, {"job_id": job_id}, timeout=timeout, on_reply=lambda r: r.content["jobs"])
+        return p.wait() if wait else p
 
-    def cancel(self, job_id: str, timeout: float | None = None) -> str:
-        state = self.request(M.CANCEL, {"job_id": job_id}, timeout=timeout).content["state"]
-        if job_id in self.jobs and state in M.FINAL_STATES:
-            self.jobs[job_id].state = state
-        return state
+    def cancel(self, job_id: str, timeout: float | None = None, wait: bool = True):
+        """The job's state after the cancel (a running job ends `cancelled` within a frame)."""
+        def on_reply(reply: Message) -> str:
+            state = reply.content["state"]
+            job = self.jobs.get(job_id)
+            if job is not None and state in M.FINAL_STATES and not job.final:
+                job.state = state
+            return state
 
-    def shutdown(self, token: str | None = None, timeout: float | None = None) -> None:
+        p = self.begin(M.CANCEL, {"job_id": job_id}, timeout=timeout, on_reply=on_reply)
+        return p.wait() if wait else p
+
+    def _cancel_job(self, job: Job, timeout: float | None) -> Pending:
+        if job.id is not None:
+            return self.cancel(job.id, timeout=timeout, wait=False)
+        p = self.local_pending("cancel_request", timeout)
+        if job.final:
+            p.settle(job.state)
+        elif job._upload is not None and job._upload.submit is None:
+            job.state = "cancelled"  # never sent: nothing to tell the engine
+            p.settle(job.state)
+        else:
+            job._cancel_wanted = p  # sent when the submit's reply names the job
+        return p
+
+    def shutdown(self, token: str | None = None, timeout: float | None = None, wait: bool = True):
         """Stop the engine. Without `token`, read it from the file the engine wrote."""
         if token is None:
             path = default_token_path(self.url)
@@ -293,30 +416,45 @@ class EngineClient(Connection):
                 token = path.read_text().strip()
             except OSError as exc:
                 raise EngineError("unauthorized", f"cannot read the engine's shutdown token {path}: {exc}") from None
-        self.request(M.SHUTDOWN, {"token": token}, timeout=timeout, retries=0)
+        p = self.begin(M.SHUTDOWN, {"token": token}, timeout=timeout, retries=0, on_reply=lambda r: None)
+        return p.wait() if wait else p
 
-    def reattach(self, job_id: str, resend: bool = True, timeout: float | None = None) -> Job:
+    def reattach(self, job_id: str, resend: bool = True, timeout: float | None = None, wait: bool = True):
         """Take over a job's events, e.g. after this program restarted; with `resend`,
-        results finished so far are sent again (from the engine's cache)."""
-        # Events that arrive while we wait for the reply are held and replayed in order below.
+        results finished so far are sent again (from the engine's cache). Returns the Job
+        (`wait=False`: a Pending whose result is the Job)."""
+        # Events that arrive while the reply is awaited are held and replayed by _register.
         job = self.jobs.pop(job_id, None)
-        try:
-            reply = self.request(M.REATTACH, {"job_id": job_id, "resend": resend}, timeout=timeout)
-        except BaseException:
-            if job is not None:
-                self.jobs[job_id] = job
-            raise
+        p = self.begin(M.REATTACH, {"job_id": job_id, "resend": resend}, timeout=timeout,
+                       on_reply=lambda reply: self._reattached(job_id, job, reply, resend))
+
+        def restore(p: Pending) -> None:
+            if p.error is not None and job is not None and job_id not in self.jobs:
+                self._register(job)
+
+        p.add_done_callback(restore)
+        return p.wait() if wait else p
+
+    def _reattached(self, job_id: str, job: Job | None, reply: Message, resend: bool) -> Job:
+        summary = reply.content["job"]
         if job is None:
             job = Job(self, job_id, reply)
         if resend:
             job.received.clear()
-        summary = reply.content["job"]
         for key in ("state", "frames_done", "frames_total", "eta_s", "error"):
             setattr(job, key, summary.get(key))
-        if job.final and resend and reply.content.get("resending"):
+        resending = reply.content.get("resending") or 0
+        job._counts_results = resend
+        job._gap_ok = max(0, (job.frames_done or 0) - resending) if resend else 0
+        seq = summary.get("event_seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):  # events up to here are what resend covers
+            job._event_seq = max(job._event_seq, seq)
+        if job.final and resend:
             job.state = "running"  # the final job_done follows the resent results
         self._register(job)
         return job
+
+    # -- submitting ----------------------------------------------------------------------
 
     def submit_frames(
         self,
@@ -329,36 +467,39 @@ class EngineClient(Connection):
         confidence: bool = False,
         label: str = "",
         chunk_bytes: int = CHUNK_BYTES,
+        max_ahead: int | None = None,
         timeout: float | None = None,
         wait: bool = True,
     ) -> Job:
         """Submit inline pixels: `frames` yields (number, HxWxC array), `keyframes` holds
-        (number, color) or (number, color, lineart). Frames beyond the first chunk are sent
-        while results stream back (as `poll`/`results` run). With `wait=False` this returns
-        at once; the job gets its `id` when `poll` sees the engine's reply."""
-        kf_content, bufs = [], []
+        (number, color) or (number, color, lineart). `frames` is read on a worker thread
+        (a lazy iterator may decode files) and sent in messages of at most `chunk_bytes`
+        and the engine's max_message_bytes, as results stream back; `max_ahead` caps the
+        frames sent before their results were taken, and as many again read ahead (None:
+        as fast as the engine takes them, a chunk read ahead).
+        `wait=False` returns at once: the job gets its `id` when poll() sees the reply, or
+        ends `failed` (code `timeout`) when no engine answers within `timeout`."""
+        kf_content, kf_bufs = [], []
         for kf in keyframes:
-            entry = {"number": int(kf[0]), "color": M.array_desc(kf[1], bufs)}
+            entry = {"number": int(kf[0]), "color": M.array_desc(kf[1], kf_bufs)}
             if len(kf) > 2 and kf[2] is not None:
-                entry["lineart"] = M.array_desc(kf[2], bufs)
+                entry["lineart"] = M.array_desc(kf[2], kf_bufs)
             kf_content.append(entry)
-        chunks = _chunks(iter(frames), chunk_bytes)
-        first = next(chunks, [])
-        nxt = next(chunks, None)
-        frame_descs = [{"number": int(n), "array": M.array_desc(a, bufs)} for n, a in first]
         content = {
             "backend": backend,
             "options": dict(options or {}),
-            "input": {"kind": "inline", "frames": frame_descs, "more": nxt is not None},
             "keyframes": kf_content,
             "output": {"kind": "inline"},
             "cache": cache,
             "confidence": confidence,
             "label": label,
         }
-        job = self._submit(content, bufs, timeout, wait)
-        if nxt is not None:
-            job._to_send = _prepend(nxt, chunks)
+        job = Job(self, None, None)
+        job._upload = _Upload(self, job, frames, content, kf_bufs, chunk_bytes, max_ahead,
+                              self.timeout if timeout is None else timeout)
+        self._uploads.append(job._upload)
+        if wait:
+            self._wait_accepted(job)
         return job
 
     def submit_paths(
@@ -385,58 +526,270 @@ class EngineClient(Connection):
             "output": {"kind": "path", "path": output, "ext": out_ext},
             "label": label,
         }
-        return self._submit(content, [], timeout, wait)
-
-    def _submit(self, content: dict, bufs: list, timeout: float | None, wait: bool) -> Job:
-        if not wait:
-            msg_id = self.send(M.SUBMIT, content, bufs, timeout=timeout)
-            self._awaiting.discard(msg_id)
-            job = Job(self, None, None)
-            self._pending_submits[msg_id] = job
-            return job
-        reply = self.request(M.SUBMIT, content, bufs, timeout=timeout)
-        job = Job(self, reply.content["job_id"], reply)
-        job.state = reply.content.get("state", "queued")
-        self._register(job)
+        job = Job(self, None, None)
+        self._send_submit(job, content, [], timeout)
+        if wait:
+            self._wait_accepted(job)
         return job
+
+    def _send_submit(self, job: Job, content: dict, bufs: list, timeout: float | None) -> Pending:
+        p = self.begin(M.SUBMIT, content, bufs, timeout=timeout, on_reply=lambda r: (r.content["job_id"], r))
+        p.add_done_callback(lambda p: self._accepted(job, p))
+        return p
+
+    def _accepted(self, job: Job, p: Pending) -> None:
+        """The submit's answer: the job gets its id, or fails with the engine's reason."""
+        wanted, job._cancel_wanted = job._cancel_wanted, None
+        if p.error is not None:
+            if not job.final:
+                job.state, job.error = "failed", self._job_error(p)
+            if wanted is not None:
+                wanted.settle(job.state)
+            return
+        job.id, job.submit_msg = p.value
+        failed_here = job.final  # e.g. its frames could not be read: the engine must not wait for them
+        if not failed_here:
+            job.state = job.submit_msg.content.get("state", "queued")
+        self._register(job)
+        if failed_here:
+            self.cancel(job.id, wait=False)
+        if wanted is not None:
+            self.cancel(job.id, timeout=wanted.timeout, wait=False).add_done_callback(
+                lambda c: wanted.settle(c.value, c.error))
+
+    def _job_error(self, p: Pending) -> dict:
+        if p.error.code == "timeout":
+            return {"code": "timeout", "message": f"no engine answered at {self.url} within {p.timeout:.1f} s "
+                    f"({p.what}); is `longanim serve` running there?"}
+        return {"code": p.error.code, "message": p.error.message}
+
+    def _wait_accepted(self, job: Job) -> None:
+        """Blocking submits: until the engine named the job, or raise why it did not."""
+        while job.id is None and not job.final:
+            self._pump(self._pump_wait())
+        if job.id is None:
+            err = job.error or {"code": "failed", "message": f"the job ended {job.state} before it was submitted"}
+            raise EngineError(err["code"], err["message"])
+
+    def _message_limit(self, timeout: float) -> int | None:
+        """Bytes of frames one message may carry; None until hello has told the engine's
+        limit (asked for here, once)."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes - HEADER_ROOM
+        if self._limits is None:
+            self._limits = self.hello(timeout=timeout, wait=False)
+            self._limits.add_done_callback(self._on_limits)
+        return None
+
+    def _on_limits(self, p: Pending) -> None:
+        self._limits = None
+        if p.error is None:
+            return
+        for upload in self._uploads:
+            if upload.submit is None and not upload.job.final:
+                upload.job.state, upload.job.error = "failed", self._job_error(p)
 
     def _register(self, job: Job) -> None:
         self.jobs[job.id] = job
+        job._last_event = time.monotonic()
         for msg in self._early.pop(job.id, []):
             job._on_event(msg)
 
-    def _pump_appends(self) -> None:
-        for job in self.jobs.values():
-            while job._to_send is not None and len(job._appends_in_flight) < APPEND_WINDOW:
-                chunk = next(job._to_send, None)
+
+class _Upload:
+    """A job's inline frames on their way: read on a worker thread, cut into messages that
+    fit the engine's max_message_bytes, sent as the submit and then as appends (a few in
+    flight, at most `max_ahead` frames ahead of the results). `advance` moves it on from
+    poll() and never waits."""
+
+    def __init__(self, client: EngineClient, job: Job, frames: Iterable, content: dict, kf_bufs: list,
+                 chunk_bytes: int, max_ahead: int | None, timeout: float):
+        self.client, self.job = client, job
+        self.content, self.kf_bufs = content, kf_bufs
+        self.kf_bytes = sum(memoryview(b).nbytes for b in kf_bufs)
+        self.chunk_bytes = max(1, int(chunk_bytes))
+        self.max_ahead = max_ahead
+        self.timeout = timeout
+        self.reader = _FrameReader(frames, min(self.chunk_bytes, READ_AHEAD_BYTES), max_ahead)
+        self.chunk: list = []
+        self.chunk_size = 0
+        self.sent = 0  # frames in messages so far
+        self.submit: Pending | None = None
+        self.appends: list[Pending] = []
+        self.closed = False  # the message with more: false is sent
+
+    def stop(self) -> None:
+        self.reader.stop()
+
+    def advance(self) -> bool:
+        """Send what is ready; False once nothing is left to do (then the reader is stopped)."""
+        job = self.job
+        if not job.final and self.reader.error is not None:
+            self._fail("input_error", self.reader.error)
+        if job.final or self.closed:
+            self.stop()
+            return False
+        limit = self.client._message_limit(self.timeout)
+        if limit is None:
+            return True  # waiting for the engine's limits
+        if self.submit is None:
+            self._send_submit(limit)
+        elif job.id is not None:
+            while not self.closed and not job.final and len(self.appends) < APPEND_WINDOW:
+                chunk = self._next_chunk(limit)
                 if chunk is None:
-                    job._to_send = None
                     break
-                upcoming = next(job._to_send, None)
-                if upcoming is not None:
-                    job._to_send = _prepend(upcoming, job._to_send)
-                bufs: list = []
-                descs = [{"number": int(n), "array": M.array_desc(a, bufs)} for n, a in chunk]
-                msg_id = self.send(M.APPEND, {"job_id": job.id, "frames": descs, "more": upcoming is not None}, bufs)
-                self._awaiting.discard(msg_id)
-                job._appends_in_flight.append(msg_id)
-                if upcoming is None:
-                    job._to_send = None
+                self._send_append(*chunk)
+        if job.final or self.closed:
+            self.stop()
+            return False
+        return True
+
+    def _send_submit(self, limit: int) -> None:
+        if self.kf_bytes > limit:
+            self._fail("too_large", f"the keyframes are {self.kf_bytes} bytes, more than the "
+                       f"{self.client.max_message_bytes} bytes the engine at {self.client.url} accepts in one "
+                       "message (max_message_bytes); send smaller keyframes or raise `longanim serve --max-message-mb`")
+            return
+        chunk = self._next_chunk(limit - self.kf_bytes)
+        if chunk is None:
+            return
+        frames, last = chunk
+        bufs = list(self.kf_bufs)
+        content = {**self.content, "input": {"kind": "inline", "frames": _describe(frames, bufs), "more": not last}}
+        self.submit = self.client._send_submit(self.job, content, bufs, self.timeout)
+        self.sent += len(frames)
+        self.closed = last
+
+    def _send_append(self, frames: list, last: bool) -> None:
+        bufs: list = []
+        content = {"job_id": self.job.id, "frames": _describe(frames, bufs), "more": not last}
+        p = self.client.begin(M.APPEND, content, bufs, timeout=self.timeout)
+        self.appends.append(p)
+        p.add_done_callback(self._appended)
+        self.sent += len(frames)
+        self.closed = last
+
+    def _appended(self, p: Pending) -> None:
+        self.appends.remove(p)
+        if p.error is not None and not self.job.final:
+            # Frames were refused (or never arrived): the job cannot complete, so stop it.
+            self._fail(p.error.code, p.error.message)
+
+    def _fail(self, code: str, message: str) -> None:
+        self.job._fail_here(code, message)
+        self.stop()
+        if self.job.id is not None:
+            self.client.cancel(self.job.id, wait=False)
+
+    def _next_chunk(self, limit: int) -> tuple[list, bool] | None:
+        """The next message's frames and whether they are the last, once the message is
+        full, the input has ended, or frames come slowly; None while there is nothing to send.
+        `limit` is the message's room for frames: a submit whose keyframes leave too little
+        for the first frame goes without frames."""
+        while True:
+            head, ended = self.reader.peek()
+            if head is None:
+                if ended or (self.chunk and time.monotonic() - self.reader.last_put > FLUSH_S):
+                    return self._take(), ended
+                return None
+            number, array = head
+            largest = self.client.max_message_bytes - HEADER_ROOM
+            if array.nbytes > largest:
+                self._fail("too_large", f"frame {number} is {array.nbytes} bytes ({'x'.join(map(str, array.shape))} "
+                           f"{array.dtype}), more than the {self.client.max_message_bytes} bytes the engine at "
+                           f"{self.client.url} accepts in one message (max_message_bytes, less {HEADER_ROOM} for "
+                           "the header); send smaller frames or raise `longanim serve --max-message-mb`")
+                return None
+            size = self.chunk_size + array.nbytes
+            if size > limit or (self.chunk and (size > self.chunk_bytes or len(self.chunk) >= MAX_FRAMES_PER_MESSAGE)):
+                return self._take(), False
+            # Results not yet taken (results(), poll()) still count: a slow reader slows the input.
+            ahead = self.sent + len(self.chunk) - len(self.job.received) + len(self.job.results_queue)
+            if self.max_ahead is not None and ahead >= self.max_ahead:
+                return (self._take(), False) if self.chunk else None
+            self.reader.pop()
+            self.chunk.append(head)
+            self.chunk_size += array.nbytes
+
+    def _take(self) -> list:
+        chunk, self.chunk, self.chunk_size = self.chunk, [], 0
+        return chunk
 
 
-def _chunks(frames: Iterator, limit: int) -> Iterator[list]:
-    chunk, size = [], 0
-    for number, array in frames:
-        nbytes = getattr(array, "nbytes", 0)
-        if chunk and size + nbytes > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((number, array))
-        size += nbytes
-    if chunk:
-        yield chunk
+def _describe(frames: list, bufs: list) -> list[dict]:
+    return [{"number": n, "array": M.array_desc(a, bufs)} for n, a in frames]
 
 
-def _prepend(first, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
+class _FrameReader:
+    """Takes the caller's (number, array) pairs on a thread of its own, so a lazy iterator
+    that decodes files never runs inside poll(); at most `budget` bytes and `max_frames`
+    frames wait ready (one frame at least), so memory stays bounded however long the shot."""
+
+    def __init__(self, frames: Iterable, budget: int, max_frames: int | None = None):
+        self._frames = frames
+        self._budget = max(1, budget)
+        self._max_frames = max_frames
+        self._ready: collections.deque = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._ended = False
+        self.error: str | None = None
+        self.last_put = time.monotonic()
+        self.thread = threading.Thread(target=self._run, name="longanim-frames", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import numpy as np
+
+        last = None
+        error = None
+        try:
+            for item in self._frames:
+                number, array = item
+                number = int(number)
+                array = np.ascontiguousarray(array)
+                if array.dtype.name not in M.DTYPES:
+                    raise ValueError(f"frame {number} is {array.dtype}; frames must be one of {sorted(M.DTYPES)}")
+                if not self._put(number, array):
+                    return
+                last = number
+        except BaseException as exc:  # the user's iterator: whatever it raises fails the job, clearly
+            where = f"after frame {last}" if last is not None else "at the first frame"
+            error = f"reading the frames to send failed {where}: {type(exc).__name__}: {exc}"
+        with self._cond:
+            self._ended, self.error = True, error
+
+    def _put(self, number: int, array) -> bool:
+        with self._cond:
+            while not self._stopped and self._ready and (
+                    self._bytes + array.nbytes > self._budget
+                    or (self._max_frames is not None and len(self._ready) >= self._max_frames)):
+                self._cond.wait(0.1)
+            if self._stopped:
+                return False
+            self._ready.append((number, array))
+            self._bytes += array.nbytes
+            self.last_put = time.monotonic()
+            return True
+
+    def peek(self) -> tuple[tuple | None, bool]:
+        """The next frame (or None) and whether the input has ended cleanly with nothing left."""
+        with self._cond:
+            head = self._ready[0] if self._ready else None
+            return head, head is None and self._ended and self.error is None
+
+    def pop(self) -> None:
+        with self._cond:
+            _, array = self._ready.popleft()
+            self._bytes -= array.nbytes
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Let the thread end at its next frame and drop what it read."""
+        with self._cond:
+            self._stopped = True
+            self._ready.clear()
+            self._bytes = 0
+            self._cond.notify()

@@ -1,12 +1,15 @@
 """The client's connection to an engine: a DEALER socket with deadlines, heartbeats and
 reconnects. pyzmq + msgpack only, so it runs inside Blender's and Nuke's Python.
 
-A Connection belongs to one thread (ZeroMQ sockets do). Every wait has a deadline.
-Any message from the engine counts as a heartbeat; when the engine stays silent for
-`liveness` heartbeats while something is outstanding, the connection reconnects with
-doubling backoff. A request sent again on a new socket keeps its (session, seq), so the
-engine answers it only once. What the messages mean for jobs is `client.EngineClient`'s:
-it fills in the `_route`, `_after_pump`, `_has_live_work` and reconnect hooks.
+A Connection belongs to one thread (ZeroMQ sockets do). Every request is a `Pending`
+that `_pump` settles: with the reply, the engine's error, or `EngineTimeout` at its
+deadline, so a GUI timer starts requests and looks back later while scripts simply
+`wait()`. Any message from the engine counts as a heartbeat; when the engine stays silent
+for `liveness` heartbeats while something is outstanding, or a request's retry falls due,
+the connection reconnects with doubling backoff and sends every unanswered request again,
+byte for byte (same msg_id, session and seq), so the engine answers each only once. What
+the messages mean for jobs is `client.EngineClient`'s: it fills in the `_route`,
+`_after_pump`, `_has_live_work` and reconnect hooks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import zmq
@@ -26,7 +29,12 @@ from longanim.protocol import messages as M
 from longanim.protocol.wire import Message, WireError, deserialize, make_message, serialize
 
 DEFAULT_URL = "tcp://127.0.0.1:5555"
+DEFAULT_HEARTBEAT_S = 1.0  # until the engine's hello names its own
 RCVHWM = 128  # messages; a frame is a result plus a progress event
+# One pump round takes at most this many messages, or this long, so poll() stays short
+# however much is waiting; the rest waits for the next round.
+PUMP_BATCH = 256
+PUMP_BUDGET_S = 0.005
 
 
 class EngineError(Exception):
@@ -35,11 +43,88 @@ class EngineError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(f"{message} [{code}]")
         self.code = code
+        self.message = message
 
 
 class EngineTimeout(EngineError, TimeoutError):
     def __init__(self, message: str):
         super().__init__("timeout", message)
+
+
+class Pending:
+    """An operation in flight. `done` once the engine answered, refused, or `deadline`
+    (time.monotonic()) passed; the connection's pump (`poll()`) settles it, so a GUI timer
+    starts one and looks again on its next tick instead of waiting."""
+
+    def __init__(self, connection: "Connection", what: str, timeout: float, msg: Message | None = None,
+                 retries: int = 0, on_reply: Callable[[Message], Any] | None = None):
+        now = time.monotonic()
+        self.connection = connection
+        self.what = what
+        self.timeout = timeout
+        self.deadline = now + timeout
+        self.msg = msg
+        self.frames = serialize(msg) if msg is not None else None  # a retry sends these very frames
+        # Retries fall due evenly inside the deadline: `timeout` bounds the whole operation.
+        self._retry_at = [now + timeout * (k + 1) / (retries + 1) for k in range(retries)]
+        self._on_reply = on_reply
+        self.sent = False
+        self.tries = 0
+        self.done = False
+        self.error: EngineError | None = None
+        self.value: Any = None
+        self._callbacks: list[Callable[["Pending"], None]] = []
+
+    @property
+    def key(self) -> str:
+        return self.msg.msg_id if self.msg is not None else f"local-{id(self):x}"
+
+    def result(self) -> Any:
+        """The answer; raises the EngineError it ended with, or one saying there is none yet."""
+        if not self.done:
+            raise EngineError("pending", f"{self.what} to {self.connection.url} has no answer yet; "
+                              "call poll() until .done (or wait())")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def wait(self) -> Any:
+        """Block, pumping the connection, until settled: for scripts, never for GUI timers."""
+        self.connection.wait_for(self)
+        return self.result()
+
+    def add_done_callback(self, fn: Callable[["Pending"], None]) -> None:
+        """`fn(self)` once settled (at once if it is); runs inside poll(), so keep it short."""
+        if self.done:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def settle(self, value: Any = None, error: EngineError | None = None) -> None:
+        if self.done:
+            return
+        self.done, self.value, self.error = True, value, error
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def _answer(self, reply: Message) -> None:
+        if reply.content.get("status") == "error":
+            self.settle(error=EngineError(**error_fields(reply)))
+            return
+        try:
+            value = self._on_reply(reply) if self._on_reply is not None else reply
+        except EngineError as exc:
+            self.settle(error=exc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a peer's reply must not crash the host
+            self.settle(error=EngineError("malformed", f"the engine's reply to {self.what} is not as "
+                                          f"expected ({type(exc).__name__}: {exc})"))
+        else:
+            self.settle(value)
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done else ("failed" if self.error else "done")
+        return f"<Pending {self.what} {state}>"
 
 
 def default_token_path(url: str) -> Path:
@@ -77,22 +162,23 @@ class Connection:
         url: str = DEFAULT_URL,
         *,
         timeout: float = 10.0,
-        heartbeat_s: float = 1.0,
+        heartbeat_s: float | None = None,
         liveness: int = 3,
         curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
     ):
         self.url = url
         self.timeout = timeout
-        self.heartbeat_s = heartbeat_s
+        # None: the engine's interval from hello (DEFAULT_HEARTBEAT_S until then).
+        self._heartbeat_fixed = heartbeat_s is not None
+        self.heartbeat_s = DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.liveness = liveness
         self.curve = curve
         self.session = uuid.uuid4().hex  # the client id: the engine deduplicates by (session, seq)
         self.ctx = context or zmq.Context.instance()
         self.reconnects = 0
         self._seq = 0
-        self._replies: dict[str, Message] = {}
-        self._awaiting: set[str] = set()
+        self._pending: dict[str, Pending] = {}  # by msg_id: requests not yet answered
         self._engine_session: str | None = None
         self._backoff = 0.25
         self._next_reconnect = 0.0
@@ -117,6 +203,10 @@ class Connection:
 
     def _on_engine_restarted(self) -> None:
         """A message came from a different engine process than before."""
+
+    def _pump_wait(self) -> float:
+        """How long a blocking wait may sleep in one pump round."""
+        return 0.05
 
     # -- connection -----------------------------------------------------------------------
 
@@ -145,7 +235,21 @@ class Connection:
         self._connect()
         self._next_reconnect = now + self._backoff
         self._backoff = min(self._backoff * 2, 8.0)
+        self._resend_pending()
         self._on_reconnected()
+
+    def _resend_pending(self) -> None:
+        """Every unanswered request again on the new socket, as the identical message."""
+        for p in list(self._pending.values()):
+            if p.msg is not None:
+                p.sent = False
+                self._try_send(p)
+
+    def adopt_heartbeat(self, seconds: Any) -> None:
+        """Use the engine's heartbeat interval (from hello) unless one was asked for."""
+        if not self._heartbeat_fixed and isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                and 0.01 <= seconds <= 600:
+            self.heartbeat_s = float(seconds)
 
     @property
     def connected(self) -> bool:
@@ -155,6 +259,9 @@ class Connection:
         if self.socket is not None:
             self.socket.close(linger=0)
             self.socket = None
+        pending, self._pending = list(self._pending.values()), {}
+        for p in pending:
+            p.settle(error=EngineError("closed", f"the client was closed before {p.what} was answered"))
 
     def __enter__(self):
         return self
@@ -168,74 +275,106 @@ class Connection:
         self._seq += 1
         return make_message(msg_type, self.session, content, buffers=buffers, seq=self._seq)
 
-    def _send_frames(self, frames: list, deadline: float) -> None:
-        while True:
-            try:
-                self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise EngineTimeout(f"could not send to {self.url}: the engine is not taking messages")
-                self.socket.poll(min(left, 0.1) * 1000, zmq.POLLOUT)
-
-    def send(self, msg_type: str, content: dict | None = None, buffers: Sequence = (),
-             timeout: float | None = None) -> str:
-        """Send a request without waiting; `poll` keeps its reply for `take_reply(msg_id)`."""
+    def begin(self, msg_type: str, content: dict | None = None, buffers: Sequence = (), *,
+              timeout: float | None = None, retries: int = 1,
+              on_reply: Callable[[Message], Any] | None = None) -> Pending:
+        """Send a request without waiting; the pump settles the returned Pending with
+        `on_reply(reply)` (default: the reply Message). `timeout` bounds it, retries included."""
+        timeout = self.timeout if timeout is None else timeout
         msg = self._make_request(msg_type, content, buffers)
-        self._send_frames(serialize(msg), time.monotonic() + (self.timeout if timeout is None else timeout))
-        self._awaiting.add(msg.msg_id)
-        return msg.msg_id
+        p = Pending(self, msg_type, timeout, msg, retries=retries, on_reply=on_reply)
+        if self.socket is None:
+            p.settle(error=EngineError("closed", f"the client is closed; {msg_type} was not sent"))
+            return p
+        self._pending[p.key] = p
+        self._try_send(p)
+        return p
 
-    def take_reply(self, msg_id: str) -> Message | None:
-        msg = self._replies.pop(msg_id, None)
-        if msg is not None:
-            self._awaiting.discard(msg_id)
-        return msg
+    def local_pending(self, what: str, timeout: float | None = None) -> Pending:
+        """A Pending this side settles (e.g. a cancel waiting for its job's id); the pump
+        still ends it at its deadline."""
+        p = Pending(self, what, self.timeout if timeout is None else timeout)
+        self._pending[p.key] = p
+        return p
+
+    def _try_send(self, p: Pending) -> None:
+        if self.socket is None:
+            return
+        try:
+            self.socket.send_multipart(p.frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return  # the send queue is full: the next pump tries again
+        p.sent = True
+        p.tries += 1
 
     def request(self, msg_type: str, content: dict | None = None, buffers: Sequence = (),
                 timeout: float | None = None, retries: int = 1) -> Message:
-        """Send and wait for the reply. On silence the request is sent again on a new
-        connection with the same (session, seq), so the engine answers it only once."""
-        timeout = self.timeout if timeout is None else timeout
-        msg = self._make_request(msg_type, content, buffers)
-        frames = serialize(msg)
-        for attempt in range(retries + 1):
-            deadline = time.monotonic() + timeout
-            self._awaiting.add(msg.msg_id)
-            self._send_frames(frames, deadline)
-            while time.monotonic() < deadline:
-                self._pump(min(0.05, max(0.0, deadline - time.monotonic())))
-                reply = self.take_reply(msg.msg_id)
-                if reply is not None:
-                    if reply.content.get("status") == "error":
-                        raise EngineError(**error_fields(reply))
-                    return reply
-            if attempt < retries:
-                self._next_reconnect = 0.0
-                self._reconnect()
-        self._awaiting.discard(msg.msg_id)
-        raise EngineTimeout(f"no reply from the engine at {self.url} to {msg_type} within {timeout:.1f} s "
-                            f"({retries + 1} tries); is `longanim serve` running there?")
+        """Send and wait for the reply (`begin(...).wait()`); on silence the identical request
+        goes again on a new connection, so the engine answers it only once."""
+        return self.begin(msg_type, content, buffers, timeout=timeout, retries=retries).wait()
+
+    def wait_for(self, p: Pending) -> None:
+        while not p.done:
+            self._pump(min(self._pump_wait(), max(0.0, p.deadline - time.monotonic())))
 
     def _pump(self, timeout: float) -> int:
-        """Take every waiting message and route it to its job or request; returns how many."""
+        """Take waiting messages and route them to their job or request, keep streamed input
+        and pending requests moving; waits at most `timeout` for the first message."""
         deadline = time.monotonic() + timeout
+        total = 0
         while True:
-            left = deadline - time.monotonic()
-            got = 0
-            if self.socket.poll(max(0, int(left * 1000)) if left > 0 else 0, zmq.POLLIN):
-                while got < 256:
-                    try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_message(frames)
-                    got += 1
+            got, drained = self._take_messages(deadline - time.monotonic())
+            total += got
             self._after_pump()
+            self._advance_pending(drained)
             self._heartbeat()
             if got or time.monotonic() >= deadline:
-                return got
+                return total
+
+    def _take_messages(self, wait: float) -> tuple[int, bool]:
+        """Up to PUMP_BATCH messages or PUMP_BUDGET_S of them; `drained`: none is left waiting."""
+        if self.socket is None or not self.socket.poll(max(0, int(wait * 1000)), zmq.POLLIN):
+            return 0, True
+        started, got = time.monotonic(), 0
+        while got < PUMP_BATCH and time.monotonic() - started < PUMP_BUDGET_S:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return got, True
+            self._on_message(frames)
+            got += 1
+        return got, False
+
+    def _advance_pending(self, drained: bool) -> None:
+        """Send what could not be sent, retry on a fresh socket what fell due, and time out
+        what passed its deadline; deadlines wait while messages are still queued (a host
+        that paused polling finds its replies there)."""
+        now = time.monotonic()
+        retry = False
+        for p in list(self._pending.values()):
+            if p.done:  # settled by this side (a local Pending)
+                self._pending.pop(p.key, None)
+                continue
+            if p.msg is not None and not p.sent:
+                self._try_send(p)
+            if now >= p.deadline:
+                if drained:
+                    self._expire(p)
+            elif p._retry_at and now >= p._retry_at[0]:
+                p._retry_at.pop(0)
+                retry = True
+        if retry:
+            self._next_reconnect = 0.0
+            self._reconnect()
+
+    def _expire(self, p: Pending) -> None:
+        self._pending.pop(p.key, None)
+        if p.msg is None:
+            p.settle(error=EngineTimeout(f"{p.what} did not finish within {p.timeout:.1f} s"))
+            return
+        p.settle(error=EngineTimeout(
+            f"no reply from the engine at {self.url} to {p.what} within {p.timeout:.1f} s "
+            f"({p.tries} {'try' if p.tries == 1 else 'tries'}); is `longanim serve` running there?"))
 
     def _on_message(self, frames: list) -> None:
         self._last_recv = time.monotonic()
@@ -245,28 +384,33 @@ class Connection:
         except WireError:
             return
         engine_session = msg.header["session"]
-        if engine_session != self._engine_session:
-            restarted = self._engine_session is not None
-            self._engine_session = engine_session
-            if restarted:
-                # ZeroMQ reconnected to a new engine process on its own.
-                self._on_engine_restarted()
-        if (msg.msg_type.endswith("_reply") or msg.msg_type == M.ERROR) and msg.parent_id in self._awaiting:
-            self._replies[msg.parent_id] = msg
-            return
-        self._route(msg)
+        restarted = self._engine_session not in (None, engine_session)
+        self._engine_session = engine_session
+        p = None
+        if msg.msg_type.endswith("_reply") or msg.msg_type == M.ERROR:
+            p = self._pending.pop(msg.parent_id, None) if msg.parent_id else None
+        if restarted:
+            # ZeroMQ reconnected to a new engine process on its own: what the old one had
+            # not answered is lost with it.
+            self._resend_pending()
+            self._on_engine_restarted()
+        if p is not None:
+            p._answer(msg)
+        else:
+            self._route(msg)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
         silent = now - self._last_recv
         if silent > self.heartbeat_s * self.liveness and now - self._ping_sent < self.heartbeat_s * self.liveness:
-            if self._has_live_work() or self._awaiting:
+            if self._has_live_work() or self._pending:
                 self._reconnect()
         if silent > self.heartbeat_s and now - self._ping_sent > self.heartbeat_s:
             self._ping_sent = now
             msg = make_message(M.PING, self.session)  # no seq: pings need no deduplication
             try:
-                self.socket.send_multipart(serialize(msg), zmq.NOBLOCK)
+                if self.socket is not None:
+                    self.socket.send_multipart(serialize(msg), zmq.NOBLOCK)
             except zmq.Again:
                 pass
 

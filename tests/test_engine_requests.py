@@ -218,3 +218,31 @@ def test_status_shows_a_client_only_its_own_jobs_and_the_operator_all(engine):
         cancel(sock, "status-owner", 2, job_id)
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("shape, state", [((12, 64), "done"), ((8, 320), "done"), ((1, 64), "failed")])
+def test_paint_on_tiny_frames_runs_or_fails_clearly_and_the_engine_lives(engine, shape, state):
+    """DIS optical flow used to crash the engine process outright on low wide frames."""
+    sock = dealer(engine)
+    try:
+        bufs: list = []
+        frames = [{"number": n, "array": M.array_desc(np.full((*shape, 3), 255, np.uint8), bufs)} for n in range(3)]
+        key = {"number": 0, "color": M.array_desc(np.full((*shape, 3), 200, np.uint8), bufs)}
+        msg = make_message(M.SUBMIT, f"tiny-{shape}", {"backend": "paint", "keyframes": [key], "cache": False,
+                                                      "input": {"kind": "inline", "frames": frames}},
+                           buffers=bufs, seq=1)
+        sock.send_multipart(serialize(msg))
+        job_id = reply_to(sock, msg).content["job_id"]
+        deadline = time.monotonic() + 30
+        done = None
+        while done is None and time.monotonic() < deadline:
+            if sock.poll(100):
+                got = deserialize(sock.recv_multipart())
+                if got.msg_type == M.DONE and got.content["job_id"] == job_id:
+                    done = got.content
+        assert done is not None and done["state"] == state, (done, engine.log())
+        if state == "failed":
+            assert done["error"]["code"] == "input_error" and "64x1 px" in done["error"]["message"]
+        assert ping_rtt(sock) < 5  # still serving
+    finally:
+        sock.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -284,10 +286,11 @@ def test_streams_through_a_real_engine(weights, tmp_path):
 
     shot = make_shot(30, 16, 16, 0)
     frames = [(1001 + i, shot.lineart(i)) for i in range(30)]
-    with Engine(tmp_path) as engine, engine.client() as client:
+    # The engine assigns the device (its one cpu worker) and confines weights to --weights-roots.
+    with Engine(tmp_path, "--weights-roots", str(Path(weights).parent)) as engine, engine.client() as client:
         job = client.submit_frames(
             frames, [(1001, shot.color(0))], backend="longanimation", cache=False,
-            options={"weights": str(weights), "tiny": True, "device": "cpu"},
+            options={"weights": str(weights), "tiny": True},
         )
         results = list(job.results(timeout=120))
     assert job.state == "done", job.summary

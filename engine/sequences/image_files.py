@@ -13,10 +13,13 @@ a half-written frame.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -25,6 +28,9 @@ from longanim.engine.errors import InputError, LonganimError
 EXR_EXTS = frozenset({"exr"})
 CV2_EXTS = frozenset({"png", "tif", "tiff", "jpg", "jpeg"})
 IMAGE_EXTS = EXR_EXTS | CV2_EXTS
+# Called on each folder and file a write is about to use; raises to refuse it (the engine
+# keeps a client's outputs inside its roots, the pipeline keeps them off its inputs).
+ConfineFn = Callable[[Path], object]
 
 _DEPTH_OF_DTYPE = {np.dtype(np.uint8): "8", np.dtype(np.uint16): "16",
                    np.dtype(np.float16): "half", np.dtype(np.float32): "float"}
@@ -33,6 +39,8 @@ _DTYPE_OF_DEPTH = {v: k for k, v in _DEPTH_OF_DTYPE.items()}
 _DEPTHS_OF_EXT = {"png": ("8", "16"), "tif": ("8", "16", "float"), "tiff": ("8", "16", "float"),
                   "jpg": ("8",), "jpeg": ("8",), "exr": ("half", "float")}
 _EXR_MAGIC = b"\x76\x2f\x31\x01"
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 _EXR_BEAUTY_LAYERS = ("combined", "beauty", "rgba", "rgb")
 
 
@@ -98,18 +106,63 @@ def read_image(path) -> ImageData:
         raise InputError(f"{path}: unsupported image format '.{ext}'; supported: "
                          + ", ".join(sorted(IMAGE_EXTS)))
     try:
-        if ext in EXR_EXTS:
-            return ImageData(_read_exr(path), "linear")
-        return ImageData(_read_cv2(path), "srgb")
+        data = read_file_bytes(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    if ext in EXR_EXTS:
+        return ImageData(_read_exr(path, data), "linear")
+    return ImageData(_read_cv2(path, data), "srgb")
 
 
-def _read_cv2(path: Path) -> np.ndarray:
+def file_kind(mode: int) -> str:
+    """What a file is, for messages: "a FIFO (named pipe)", "a folder", "a regular file"..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+
+
+def _require_regular(mode: int, path: Path) -> None:
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: is {file_kind(mode)}, not a regular file; only regular files are read")
+
+
+def open_regular(path) -> BinaryIO:
+    """Open an input file for reading, refusing anything but a regular file.
+
+    Reading a FIFO blocks until someone writes to it (forever, for a worker), a device
+    may never end (/dev/zero) and a socket cannot be read at all. The file is opened
+    without blocking and the open file itself is checked (fstat), so a FIFO swapped in
+    after any earlier check is refused too, and every byte then comes from that file.
+    """
+    path = Path(path)
+    _require_regular(os.stat(path).st_mode, path)  # a socket fails to open: name it first
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
+    try:
+        _require_regular(os.fstat(fd).st_mode, path)
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file_bytes(path) -> bytes:
+    """A whole regular file (see `open_regular`), read up to the size it had when opened, so
+    a file that keeps growing cannot make the read endless. What this cannot bound is a
+    regular file on a network mount that stops answering: the read then waits as long as
+    the mount does (Python has no timeout on reading a file short of another thread)."""
+    with open_regular(path) as f:
+        return f.read(os.fstat(f.fileno()).st_size)
+
+
+def _read_cv2(path: Path, raw: bytes) -> np.ndarray:
     import cv2
 
-    # np.fromfile + imdecode instead of imread: works with non-ASCII paths on Windows.
-    data = np.fromfile(path, dtype=np.uint8)
+    # Decoded from the bytes already read (imdecode, not imread): what is decoded is the file
+    # that was checked, and non-ASCII paths work on Windows.
+    data = np.frombuffer(raw, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise InputError(f"{path}: cannot decode .{ext_of(path)} image (empty, truncated or corrupt file)")
@@ -132,14 +185,11 @@ def _read_cv2(path: Path) -> np.ndarray:
     raise InputError(f"{path}: {channels} channels; expected grey, RGB or RGBA")
 
 
-def _read_exr(path: Path) -> np.ndarray:
-    import OpenEXR
-
-    with open(path, "rb") as f:
-        if f.read(4) != _EXR_MAGIC:
-            raise InputError(f"{path}: not an OpenEXR file (bad magic number)")
+def _read_exr(path: Path, data: bytes) -> np.ndarray:
+    if data[:4] != _EXR_MAGIC:
+        raise InputError(f"{path}: not an OpenEXR file (bad magic number)")
     try:
-        exr = OpenEXR.File(str(path), separate_channels=True)
+        exr = _exr_from_bytes(data)
         header = exr.header()
         channels = {name: ch.pixels for name, ch in exr.channels().items()}
     except (RuntimeError, ValueError, TypeError) as e:
@@ -153,6 +203,24 @@ def _read_exr(path: Path) -> np.ndarray:
     if len(names) == 2:  # Y + A
         pixels = pixels[:, :, [0, 0, 0, 1]]
     return _to_display_window(pixels, header)
+
+
+def _exr_from_bytes(data: bytes):
+    """An EXR decoded from bytes already read from the checked file. OpenEXR reads streams
+    from 3.5 on; older versions take only a file name, so the bytes go through a private
+    temp file (never the input's path, which may name another file by now)."""
+    import tempfile
+
+    import OpenEXR
+
+    try:
+        return OpenEXR.File(io.BytesIO(data), separate_channels=True)
+    except TypeError:  # no stream constructor in this OpenEXR
+        pass
+    with tempfile.NamedTemporaryFile(suffix=".exr") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return OpenEXR.File(tmp.name, separate_channels=True)
 
 
 def _pick_exr_channels(path: Path, names: list[str]) -> list[str]:
@@ -210,13 +278,13 @@ def _to_display_window(pixels: np.ndarray, header: dict) -> np.ndarray:
 
 # --------------------------------------------------------------------------- writing
 
-def write_image(path, pixels, *, depth: str | None = None) -> None:
+def write_image(path, pixels, *, depth: str | None = None, confine: ConfineFn | None = None) -> None:
     """Store `pixels` (RGB(A), storage values) at `path`, atomically.
 
     `depth` defaults to the array's own ("8", "16", "half", "float"). A different depth
     rescales between the normalised ranges (uint8 255 == uint16 65535 == float 1.0) but
     never converts colour: turning display values into a linear EXR is
-    `colorspace.from_display_float`'s job.
+    `colorspace.from_display_float`'s job. `confine` as for `atomic_write`.
     """
     path = Path(path)
     ext = ext_of(path)
@@ -233,7 +301,7 @@ def write_image(path, pixels, *, depth: str | None = None) -> None:
     else:
         data = _encode_cv2(ext, pixels, path)
         encode = lambda tmp: _write_bytes(tmp, data)  # noqa: E731
-    atomic_write(path, encode)
+    atomic_write(path, encode, confine)
 
 
 def temp_path_for(path: Path) -> Path:
@@ -241,12 +309,19 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{secrets.token_hex(6)}")
 
 
-def atomic_write(path: Path, encode) -> None:
+def atomic_write(path: Path, encode, confine: ConfineFn | None = None) -> None:
     """Run `encode(tmp)` into a temp file beside `path`, sync it, rename over `path`.
 
-    On any failure the temp file is removed and `path` is untouched.
+    On any failure the temp file is removed and `path` is untouched. `confine`, when
+    given, is called on the target and its folder before the folder is made, and on the
+    temp file (made with O_EXCL, so never a planted link) before anything is written to
+    it. What it cannot catch is a folder swapped for a symlink in the instant between
+    that last check and the write: checking and writing by name are two steps.
     """
     path = Path(path)
+    if confine is not None:
+        confine(path.parent)
+        confine(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -263,6 +338,8 @@ def atomic_write(path: Path, encode) -> None:
                 tmp = None
         if tmp is None:
             raise LonganimError(f"{path}: cannot create a unique temp file")
+        if confine is not None:
+            confine(tmp)
         encode(tmp)
         _fsync_file(tmp)
         os.replace(tmp, path)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from longanim.engine.errors import InputError
-from longanim.engine.sequences.image_files import IMAGE_EXTS, ImageData, read_image
+from longanim.engine.sequences.image_files import IMAGE_EXTS, ImageData, file_kind, read_image
 
 VIDEO_EXTS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
 
@@ -158,6 +158,9 @@ def open_sequence(source: str | Path, frames: tuple[int, int] | None = None) -> 
             raise InputError(f"{path}: unsupported file type '.{ext}'; expected an image "
                              f"({', '.join(sorted(IMAGE_EXTS))}) or a video ({', '.join(sorted(VIDEO_EXTS))})")
         found = [_single_file(path)]
+    elif path.exists():  # a FIFO, socket or device: reading it could block for good
+        raise InputError(f"{path}: is {file_kind(path.stat().st_mode)}, not a regular file or folder; "
+                         "only regular image or video files are read")
     elif _TOKEN_RE.search(path.name):
         found = _sequences_for_pattern(path)
     else:

@@ -12,15 +12,16 @@ import numpy as np
 
 from longanim.engine.sequences.colorspace import from_display_float
 from longanim.engine.errors import InputError
-from longanim.engine.sequences.image_files import colorspace_for_ext, depths_for_ext, write_image
+from longanim.engine.sequences.image_files import ConfineFn, colorspace_for_ext, depths_for_ext, write_image
 
 
 class SequenceWriter:
     """`colorspace` defaults to the format's own ("linear" for EXR, else "srgb");
-    `depth` to the format's first (8-bit for PNG/TIFF/JPEG, half for EXR)."""
+    `depth` to the format's first (8-bit for PNG/TIFF/JPEG, half for EXR); `confine`, if
+    given, checks each folder and file before it is written (see `atomic_write`)."""
 
     def __init__(self, outdir, name: str, ext: str = "png", *, depth: str | None = None,
-                 padding: int = 4, colorspace: str | None = None):
+                 padding: int = 4, colorspace: str | None = None, confine: ConfineFn | None = None):
         self.outdir = Path(outdir)
         self.name = str(name)
         self.ext = str(ext).lower().lstrip(".")
@@ -38,6 +39,7 @@ class SequenceWriter:
         if not isinstance(padding, int) or not 1 <= padding <= 12:
             raise InputError(f"bad frame padding {padding!r}: expected 1-12 digits")
         self.padding = padding
+        self.confine = confine
 
     def path_for(self, n: int) -> Path:
         if n < 0:
@@ -47,7 +49,7 @@ class SequenceWriter:
     def write(self, n: int, pixels) -> Path:
         """Store storage-form pixels (already in this writer's colour space)."""
         path = self.path_for(n)
-        write_image(path, pixels, depth=self.depth)
+        write_image(path, pixels, depth=self.depth, confine=self.confine)
         return path
 
     def write_display(self, n: int, rgb_display, alpha=None) -> Path:

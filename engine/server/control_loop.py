@@ -27,7 +27,7 @@ import zmq
 
 import longanim
 from longanim.engine.errors import InputError
-from longanim.engine.server.confinement import Roots
+from longanim.engine.server.confinement import Roots, WeightsRoots, confine_options
 from longanim.engine.server.intake import Intake, take_request
 from longanim.engine.server.job import RESULT_CREDITS, FrameFeed, Job
 from longanim.engine.server.job_queue import EVENTS_ENDPOINT, JobManager
@@ -59,6 +59,7 @@ SNDHWM = 16
 class ServeConfig:
     bind: str = "tcp://127.0.0.1:5555"
     roots: list[str] = field(default_factory=list)
+    weights_roots: list[str] = field(default_factory=list)  # where options.weights may point
     cache_dir: str | None = None
     cache_max_bytes: int | None = 20 << 30
     insecure: bool = False
@@ -103,6 +104,7 @@ class EngineServer:
         self.config = config
         self.session = uuid.uuid4().hex
         self.roots = Roots(config.roots)
+        self.weights_roots = WeightsRoots(config.weights_roots)
         self.ctx = zmq.Context()
         self._auth = None
         self._stopping = False
@@ -285,7 +287,9 @@ class EngineServer:
     def _on_request(self, intake: Intake) -> None:
         # Clients are DEALER sockets: exactly one identity frame, then the message.
         ids, frames = [intake.frames[0].bytes], intake.frames[1:]
-        self._stalled.discard(ids[0])
+        if ids[0] in self._stalled:
+            self._stalled.discard(ids[0])
+            self._tell_what_was_missed(ids)
         if intake.refused is not None:
             self._reply(ids, None, M.error_content(
                 "too_large", f"{intake.refused}; this engine accepts at most {self.config.max_message_bytes} "
@@ -380,6 +384,7 @@ class EngineServer:
         if content["backend"] not in available_backends():
             raise M.ProtocolError("unknown_backend", f"unknown backend {content['backend']!r:.60}; "
                                   f"choose one of: {', '.join(available_backends())}")
+        content["options"] = confine_options(content.get("options", {}), self.weights_roots)
         self._check_queue_share(msg.header["session"])
         job = Job(uuid.uuid4().hex, msg.header["session"], ids, msg.header, content)
         inp = content["input"]
@@ -391,11 +396,8 @@ class EngineServer:
             if job.feed.complete:
                 job.frames_total = job.feed.count
         else:
-            content["_paths"] = {
-                "lineart": self.roots.resolve_pattern(inp["lineart"]),
-                "refs": [(self.roots.resolve_input(r["path"]), r.get("frame")) for r in content.get("refs", [])],
-                "output": self.roots.resolve_output(content["output"]["path"]),
-            }
+            content["_paths"] = self.roots.resolve_job(inp["lineart"], content.get("refs", []),
+                                                      content["output"]["path"])
             rng = inp.get("frames")
             if rng:
                 job.frames_total = rng[1] - rng[0] + 1
@@ -408,7 +410,7 @@ class EngineServer:
             raise M.ProtocolError("conflict", f"job {job.id} takes no more frames (state {job.state})")
         frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in msg.content["frames"]]
         size = self._admit(frames_nbytes(msg.buffers))
-        job.feed.append(frames, msg.content["more"])
+        self.jobs.append(job, frames, msg.content["more"])
         job.input_bytes += size
         if job.feed.complete:
             job.frames_total = job.feed.count
@@ -423,7 +425,7 @@ class EngineServer:
 
     def _admit(self, size: int) -> int:
         """Pixels of unfinished jobs live in memory; past the limit, clients retry later."""
-        held = sum(j.input_bytes for j in self.jobs.list() if j.feed is not None)
+        held = sum(j.input_bytes - feed.released for j in self.jobs.list() if (feed := j.feed) is not None)
         if held + size > self.config.max_queued_bytes:
             raise M.ProtocolError("busy", f"the engine holds {_mib(held)} of queued frames; {_mib(size)} more "
                                   f"would pass its limit ({_mib(self.config.max_queued_bytes)}, --max-queued-mb); "
@@ -434,12 +436,13 @@ class EngineServer:
         job = self.jobs.get(msg.content["job_id"])
         job.cancel.set()
         with job.lock:
-            cancelled_in_queue = job.state == "queued"
+            cancelled_in_queue = job.state == "queued"  # in the queue, or paused for input
             if cancelled_in_queue:
-                job.state, job.finished = "cancelled", time.time()
+                job.state, job.finished, job.paused = "cancelled", time.time(), False
         if cancelled_in_queue:
             job.release_inputs()
-            done = make_message(M.DONE, self.session, {**job.summary(), "elapsed_s": 0.0},
+            done = make_message(M.DONE, self.session,
+                                {**job.summary(), "elapsed_s": 0.0, "event_seq": job.next_event_seq()},
                                 parent=job.submit_header)
             self._send(job.identity, serialize(done))
         return {"status": "ok", "job_id": job.id, "state": job.state}
@@ -479,11 +482,23 @@ class EngineServer:
             for number, key in items:
                 resent += self._resend_one(job, ids, number, key)
             if ended:
-                done = make_message(M.DONE, self.session, {**job.summary(), "resent": True},
+                done = make_message(M.DONE, self.session,
+                                    {**job.summary(), "resent": True, "event_seq": job.next_event_seq()},
                                     parent=job.submit_header)
                 self._send(ids, serialize(done))
             return {"_sent": True}
         return {"status": "ok", "job": job.summary(), "resending": 0}
+
+    def _tell_what_was_missed(self, ids: list) -> None:
+        """A stalled client speaks again: its events were dropped meanwhile. One progress
+        event per job, with the next `event_seq` and no state (it may be stale by the time
+        the client reads it), shows the gap; a reattach with resend catches up."""
+        for job in self.jobs.list():
+            if job.identity == ids:
+                event = make_message(M.PROGRESS, self.session,
+                                     {"job_id": job.id, "missed_events": True, "event_seq": job.next_event_seq()},
+                                     parent=job.submit_header)
+                self._send(ids, serialize(event))
 
     def _resend_one(self, job: Job, ids: list, number: int, key: str) -> int:
         hit = self.cache.get_arrays(key)  # mapped, not read: cheap even for big frames

@@ -78,12 +78,42 @@ class JobManager:
     def queue_position(self) -> int:
         return self._queue.qsize()
 
+    def append(self, job: Job, frames: list, more: bool) -> None:
+        """More inline frames; a job that gave up the device for want of them is queued again."""
+        with job.lock:
+            job.feed.append(frames, more)
+            resume, job.paused = job.paused, False
+        if resume:
+            self._queue.put(job)
+
+    # -- either side ------------------------------------------------------------------
+
+    def has_waiting(self) -> bool:
+        return not self._queue.empty()
+
+    def requeue(self, job: Job) -> None:
+        self._queue.put(job)
+
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs.values() if j.final]
         for job in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
             del self.jobs[job.id]
 
     # -- worker side ------------------------------------------------------------------
+
+    def _expire_paused(self, runner: JobRunner) -> None:
+        """A paused job whose client sent nothing for the input timeout fails, as a running one would."""
+        now = time.monotonic()
+        for job in self.list():
+            if not job.paused or job.feed is None or now - job.feed.last_arrival <= self.input_timeout_s:
+                continue
+            with job.lock:
+                if not job.paused:
+                    continue
+                job.paused, job.state = False, "failed"
+                job.error = {"code": "input_timeout", "message": f"no more frames arrived for "
+                             f"{self.input_timeout_s:.0f} s although the input was not closed (more: false)"}
+            runner.finish(job)
 
     def _work(self, device: str) -> None:
         push = self.ctx.socket(zmq.PUSH)
@@ -95,6 +125,7 @@ class JobManager:
                 try:
                     job = self._queue.get(timeout=0.2)
                 except queue.Empty:
+                    self._expire_paused(runner)
                     continue
                 runner.run(job)
         finally:

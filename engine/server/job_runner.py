@@ -20,7 +20,7 @@ import zmq
 from longanim.engine.backends.base import Backend, BackendError, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.errors import LonganimError
 from longanim.engine.server.inline_keys import InlineKeys
-from longanim.engine.server.job import FRAME_WAIT_S, Job, JobFailed
+from longanim.engine.server.job import FRAME_WAIT_S, InputPaused, Job, JobFailed
 from longanim.engine.server.result_cache import array_digest, digest
 from longanim.protocol import messages as M
 from longanim.protocol.wire import make_message, serialize
@@ -47,6 +47,7 @@ class JobRunner:
             while not job.credits.acquire(timeout=FRAME_WAIT_S):
                 if job.cancel.is_set():
                     raise Cancelled("cancelled while waiting for the client to take results")
+        content = {**content, "event_seq": job.next_event_seq()}
         msg = make_message(msg_type, self.manager.session, content, parent=job.submit_header, buffers=buffers)
         kind = b"r" if msg_type == M.RESULT else b"e"
         self.push.send_multipart([job.id.encode(), kind, *serialize(msg)], copy=False)
@@ -71,7 +72,8 @@ class JobRunner:
         with job.lock:
             if job.state != "queued":  # cancelled while it waited
                 return
-            job.state, job.started, job.device = "running", time.time(), self.device
+            job.state, job.device = "running", self.device
+            job.started = job.started or time.time()
         try:
             self.progress(job)
             if job.content["input"]["kind"] == "inline":
@@ -79,6 +81,9 @@ class JobRunner:
             else:
                 self._run_path(job)
             job.state = "done"
+        except InputPaused as paused:
+            self._pause(job, paused.since)
+            return
         except Cancelled:
             job.state = "cancelled"
         except (JobFailed, M.ProtocolError) as exc:
@@ -91,6 +96,21 @@ class JobRunner:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             job.state = "failed"
             job.error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+        self.finish(job)
+
+    def _pause(self, job: Job, since: float) -> None:
+        """Off the device until more frames come (`JobManager.append` queues it again)."""
+        with job.lock:
+            job.state, job.device, job.eta_s = "queued", None, None
+            requeue = job.feed is None or job.feed.last_arrival >= since or job.cancel.is_set()
+            job.paused = not requeue  # else frames (or a cancel) came while we gave up: go on at once
+        log.info("job %s waits for input; the device goes to the next job", job.id)
+        self.progress(job, waiting_for_input=True)
+        if requeue:
+            self.manager.requeue(job)
+
+    def finish(self, job: Job) -> None:
+        """A job's end: its final state, inputs released, `job_done` sent."""
         if job.cancel.is_set() and job.state == "done" and job.frames_total != job.frames_done:
             job.state = "cancelled"
         job.finished = time.time()
@@ -160,7 +180,7 @@ class JobRunner:
             if not keying.per_frame and feed.complete:
                 keys = InlineKeys.whole_keys_of(context, feed.snapshot())
         want_conf = content.get("confidence", False)
-        emitted: set[int] = set()
+        emitted = job.sent  # kept across pauses: a job that starts again sends nothing twice
         t_work = [0.0, 0]  # seconds and frames actually computed, for the ETA
 
         def send(number: int, rgb, conf, info: dict, cached: bool) -> None:
@@ -179,6 +199,8 @@ class JobRunner:
             self.progress(job, number=number)
 
         def serve_cached(number: int, key: str | None) -> bool:
+            if number in emitted:
+                return True
             hit = self.manager.cache.get_arrays(key) if key is not None else None
             if hit is None or "rgb" not in hit[0]:
                 return False
@@ -197,7 +219,7 @@ class JobRunner:
         def backend_frames():
             held: list = []  # causal: frames served from the cache, given to the backend only if it must run
             running = False
-            for number, frame in feed.iterate(cancelled, self.manager.input_timeout_s):
+            for number, frame in feed.iterate(cancelled, self.manager.input_timeout_s, self.manager.has_waiting):
                 _check_rgb8(frame, f"frame {number}", strict)
                 key = keying.add(number, frame) if keying is not None else None
                 if key is not None:

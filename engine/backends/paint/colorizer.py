@@ -23,6 +23,7 @@ from longanim.engine.backends.paint.objects import ObjectPalette
 from longanim.engine.backends.paint.regions import RegionStats, grid_step, measure
 from longanim.engine.backends.paint.scenery_bands import SceneryBands
 from longanim.engine.backends.paint.segment import Segmentation, segment
+from longanim.engine.errors import InputError
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
 BACKDROP_SHAPE = 1.0  # most nats of (weighted) shape evidence for a backdrop color
@@ -36,6 +37,7 @@ ROUNDS = 3
 LEARN_BELIEF = 0.99  # regions at least this sure, and cleanly followed, teach the global memory
 LEARN_TRUST = 0.9
 HIDDEN_BELOW = 0.5  # regions explained less than this ask what vanished nearby
+MIN_SIDE = 2  # px; a frame of one row or column has no inside to fill
 REVIEW_THRESHOLD = 0.7  # confidence below this asks an artist to look
 GOES_ON = 0.5  # a region continuing the last frame with this much trust carries its assurance on
 
@@ -73,6 +75,9 @@ class PaintBackend(Backend):
             for number, lineart in frames:
                 if cancelled is not None and cancelled():
                     raise Cancelled(f"cancelled before frame {number}")
+                if min(lineart.shape[:2]) < MIN_SIDE:
+                    raise InputError(f"frame {number} is {lineart.shape[1]}x{lineart.shape[0]} px; paint needs "
+                                     f"at least {MIN_SIDE}x{MIN_SIDE} (a region and the paper around it)")
                 upcoming = (number, lineart, ahead.submit(shot.look, lineart))
                 if pending is not None:
                     yield shot.colorize(*pending)

@@ -31,6 +31,7 @@ import numpy as np
 from longanim.engine.backends.paint.regions import RegionStats
 
 FLOW_WIDTH = 480  # line art is shrunk to about this width for optical flow
+MIN_FLOW_SIDE = 32  # smaller flow images are padded (see `_dis_flow`)
 MIN_SAMPLES = 6  # regions smaller than this many grid samples have no shape to speak of
 GROWTH = 1.3  # a region takes at most this many times a source's samples from it (flow can fan out)
 GROWTH_LIMIT, GROWN_TRUST = 1.6, 0.4  # bigger than all it came from by this much: trust drops
@@ -55,6 +56,19 @@ def flow_image(ink: np.ndarray) -> np.ndarray:
         return ink
     scale = FLOW_WIDTH / w
     return cv2.resize(ink, (FLOW_WIDTH, max(8, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
+
+
+def _dis_flow(dis, current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """DIS optical flow, safe on small frames: OpenCV's DIS fails below 8 px a side and
+    crashes the process on low wide images (under 32 rows it picks more pyramid levels
+    than the height allows), so a side under MIN_FLOW_SIDE is padded with paper, the same
+    in both frames, and the flow cropped back."""
+    h, w = current.shape
+    if h >= MIN_FLOW_SIDE and w >= MIN_FLOW_SIDE:
+        return dis.calc(current, previous, None)
+    pad = ((0, max(0, MIN_FLOW_SIDE - h)), (0, max(0, MIN_FLOW_SIDE - w)))
+    flow = dis.calc(np.pad(current, pad), np.pad(previous, pad), None)
+    return np.ascontiguousarray(flow[:h, :w])
 
 
 @dataclass
@@ -151,7 +165,7 @@ class LocalMemory:
 
     def _previous_labels_seen_from(self, stats: RegionStats, small: np.ndarray) -> np.ndarray:
         """Last frame's label at the place each current sparse-grid sample came from (-1 = outside)."""
-        flow = self._flow.calc(small, self.small, None)  # small(x) ~ previous(x + flow(x))
+        flow = _dis_flow(self._flow, small, self.small)  # small(x) ~ previous(x + flow(x))
         gh, gw = stats.sparse.shape
         sh, sw = small.shape
         flow = cv2.resize(flow, (gw, gh), interpolation=cv2.INTER_LINEAR)
