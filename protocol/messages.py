@@ -39,6 +39,8 @@ FINAL_STATES = ("done", "failed", "cancelled")
 DTYPES = {"uint8": 1, "uint16": 2, "float32": 4}
 MAX_SIDE = 32768
 MAX_FRAME_NUMBER = 10**9
+MAX_DEPTH = 32  # nesting of maps and lists in a request's content
+MAX_LABEL = 1024  # characters of a job label
 
 
 def reply_type(request_type: str) -> str:
@@ -114,7 +116,11 @@ def validate_request(msg: Message) -> dict:
     """Check a request's content against its schema; returns the content."""
     if msg.msg_type not in SCHEMAS:
         raise ProtocolError("unknown_msg_type", f"unknown request type {msg.msg_type[:60]!r}")
+    check_depth(msg.content, MAX_DEPTH, msg.msg_type)
     check_fields(msg.content, SCHEMAS[msg.msg_type], msg.msg_type)
+    label = msg.content.get("label")
+    if isinstance(label, str) and len(label) > MAX_LABEL:
+        raise invalid(f"{msg.msg_type}: label is {len(label)} characters; at most {MAX_LABEL}")
     if msg.msg_type == SUBMIT:
         validate_submit(msg)
     elif msg.msg_type == APPEND:
@@ -148,12 +154,16 @@ def validate_submit(msg: Message) -> None:
         if rng is not None:
             if len(rng) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in rng):
                 raise invalid("input.frames must be [first, last] integers or nil")
+            check_number(rng[0], "input.frames[0]")
+            check_number(rng[1], "input.frames[1]")
             if rng[0] > rng[1]:
                 raise invalid(f"input.frames: first {rng[0]} is after last {rng[1]}")
         for i, ref in enumerate(content.get("refs", [])):
             if not isinstance(ref, dict):
                 raise invalid(f"refs[{i}] must be a map")
             check_fields(ref, {"path": (_STR, True), "frame": ((int, type(None)), False)}, f"refs[{i}]")
+            if ref.get("frame") is not None:
+                check_number(ref["frame"], f"refs[{i}].frame")
         if content.get("keyframes"):
             raise invalid("inline keyframes need an inline input; send refs as paths")
     else:
@@ -171,6 +181,19 @@ def validate_submit(msg: Message) -> None:
     for key, value in content.get("options", {}).items():
         if not isinstance(key, str):
             raise invalid("options keys must be strings")
+
+
+def check_depth(value: Any, limit: int, where: str) -> None:
+    """Maps and lists nested deeper than `limit` are refused before anything walks them
+    recursively (digests, JSON, logging would hit Python's recursion limit)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                raise invalid(f"{where}: content is nested deeper than {limit} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def check_number(value: Any, where: str) -> None:

@@ -246,3 +246,67 @@ def test_paint_on_tiny_frames_runs_or_fails_clearly_and_the_engine_lives(engine,
         assert ping_rtt(sock) < 5  # still serving
     finally:
         sock.close()
+
+
+def ask(sock, msg_type: str, content: dict, session: str = "fuzzed", buffers=(), seq=None):
+    msg = make_message(msg_type, session, content, buffers=list(buffers), seq=seq)
+    sock.send_multipart(serialize(msg))
+    return reply_to(sock, msg).content
+
+
+def test_what_the_fuzz_benchmark_found_gets_clear_answers(tmp_path):
+    """Each of these once got `internal`, or silenced every later status of the session."""
+    root = tmp_path / "roots"
+    (root / "shot").mkdir(parents=True)
+    with Engine(tmp_path, "--roots", str(root), "--max-queued-mb", "1") as eng:
+        sock = dealer(eng)
+        try:
+            huge_range = {"backend": "paint", "output": {"kind": "path", "path": str(root / "out")},
+                          "input": {"kind": "path", "lineart": str(root / "shot" / "line.####.png"),
+                                    "frames": [-(2**63), 2**63 - 1]}}
+            assert ask(sock, M.SUBMIT, huge_range)["error"]["code"] == "invalid_content"
+            assert ask(sock, M.STATUS, {})["status"] == "ok"
+
+            long_name = dict(huge_range, input={"kind": "path", "lineart": f"{root}/{'a' * 300}/line.####.png"})
+            assert ask(sock, M.SUBMIT, long_name)["error"]["code"] == "invalid_content"
+            deep_out = dict(huge_range, input={"kind": "path", "lineart": str(root / "shot")},
+                            output={"kind": "path", "path": str(root) + "/a" * 3000})
+            assert ask(sock, M.SUBMIT, deep_out)["error"]["code"] == "invalid_content"
+
+            nested: dict = {}
+            inner = nested
+            for _ in range(200):
+                inner["x"] = {}
+                inner = inner["x"]
+            assert ask(sock, M.PING, nested)["error"]["code"] == "invalid_content"
+
+            # 1,000 one-pixel frames: 3 KB of pixels, but what the engine holds for them counts.
+            frames = [{"number": i, "array": {"buffer": i, "shape": [1, 1, 3], "dtype": "uint8"}} for i in range(1000)]
+            many = {"backend": "passthrough", "cache": False, "input": {"kind": "inline", "frames": frames}}
+            reply = ask(sock, M.SUBMIT, many, buffers=[b"\x80\x80\x80"] * 1000)
+            assert reply["error"]["code"] == "busy", reply
+            assert ask(sock, M.PING, {})["status"] == "ok"
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize("extra, code", [({}, "input_error"), ({"options": {"review_threshold": [1]}}, "backend_error")])
+def test_paint_jobs_the_fuzz_broke_fail_with_the_reason(engine, extra, code):
+    sock = dealer(engine)
+    try:
+        bufs: list = []
+        frames = [{"number": n, "array": M.array_desc(np.zeros((16, 16, 3), np.uint8), bufs)} for n in range(2)]
+        content = {"backend": "paint", "cache": False, "input": {"kind": "inline", "frames": frames}, **extra}
+        if extra:
+            content["keyframes"] = [{"number": 0, "color": M.array_desc(np.zeros((16, 16, 3), np.uint8), bufs)}]
+        job_id = ask(sock, M.SUBMIT, content, session=f"paint-{code}", buffers=bufs)["job_id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sock.poll(100):
+                got = deserialize(sock.recv_multipart())
+                if got.msg_type == M.DONE and got.content["job_id"] == job_id:
+                    assert got.content["state"] == "failed" and got.content["error"]["code"] == code, got.content
+                    return
+        raise AssertionError("the job did not end")
+    finally:
+        sock.close()

@@ -20,6 +20,8 @@ from longanim.protocol.messages import ProtocolError, invalid
 # Backend options that name a file or folder on the engine's machine (the longanimation
 # backend's weights folder): they must lie inside --weights-roots.
 PATH_OPTIONS = frozenset({"weights"})
+# Longer paths fail in the operating system (ENAMETOOLONG); refused up front instead.
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4000, 255
 
 
 def forbidden(message: str) -> ProtocolError:
@@ -47,6 +49,9 @@ class Roots:
             raise forbidden(f"path {path!r} must be absolute (the engine has no working directory for you)")
         if ".." in pure.parts:
             raise forbidden(f"path {path!r} contains '..'")
+        if len(os.fsencode(path)) > MAX_PATH_BYTES or any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in pure.parts):
+            raise ProtocolError("invalid_content", f"path {path[:80]!r}... is longer than this system allows "
+                                f"({MAX_PATH_BYTES} bytes, {MAX_NAME_BYTES} a name)")
         return pure
 
     def _inside(self, real: Path, original: str) -> Path:

@@ -71,6 +71,7 @@ class ServeConfig:
     token_file: str | None = None
     stall_timeout_s: float = 30.0
     max_queued_jobs: int = 64  # unfinished jobs per client; more are refused as busy
+    max_unfinished_jobs: int = 1024  # all clients together
 
 
 def is_loopback(bind: str) -> bool:
@@ -328,6 +329,8 @@ class EngineServer:
             content = exc.as_content()
         except InputError as exc:
             content = M.error_content("input_error", str(exc))
+        except OSError as exc:  # a path the file system refuses (too long, unreadable...)
+            content = M.error_content("input_error", f"{exc.strerror or exc}: {exc.filename or ''}"[:500])
         except Exception as exc:
             log.error("request %s failed:\n%s", msg.msg_type, traceback.format_exc())
             content = M.error_content("internal", f"{type(exc).__name__}: {exc}")
@@ -380,7 +383,7 @@ class EngineServer:
     def _submit(self, ids, msg: Message) -> dict:
         from longanim.engine.backends import available_backends
 
-        content = dict(msg.content)
+        content = {k: v for k, v in msg.content.items() if k in M.SCHEMAS[M.SUBMIT]}  # unknown fields: not kept
         if content["backend"] not in available_backends():
             raise M.ProtocolError("unknown_backend", f"unknown backend {content['backend']!r:.60}; "
                                   f"choose one of: {', '.join(available_backends())}")
@@ -389,7 +392,7 @@ class EngineServer:
         job = Job(uuid.uuid4().hex, msg.header["session"], ids, msg.header, content)
         inp = content["input"]
         if inp["kind"] == "inline":
-            job.input_bytes = self._admit(frames_nbytes(msg.buffers))
+            job.input_bytes = self._admit(_held_bytes(msg.buffers, len(inp["frames"])))
             frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in inp["frames"]]
             job.feed = FrameFeed(frames, bool(inp.get("more", False)))
             content["_buffers"] = msg.buffers
@@ -409,7 +412,7 @@ class EngineServer:
         if job.feed is None:
             raise M.ProtocolError("conflict", f"job {job.id} takes no more frames (state {job.state})")
         frames = [(f["number"], M.array_from(f["array"], msg.buffers)) for f in msg.content["frames"]]
-        size = self._admit(frames_nbytes(msg.buffers))
+        size = self._admit(_held_bytes(msg.buffers, len(msg.content["frames"])))
         self.jobs.append(job, frames, msg.content["more"])
         job.input_bytes += size
         if job.feed.complete:
@@ -417,8 +420,13 @@ class EngineServer:
         return {"status": "ok", "job_id": job.id, "frames_received": job.feed.count}
 
     def _check_queue_share(self, session: str) -> None:
-        """One client cannot fill the queue: past its share, it waits for its own jobs."""
-        unfinished = sum(1 for j in self.jobs.list() if j.session == session and not j.final)
+        """One client cannot fill the queue: past its share, it waits for its own jobs. Client
+        ids are the clients' to choose, so the engine's own total is bounded too."""
+        live = [j for j in self.jobs.list() if not j.final]
+        if len(live) >= self.config.max_unfinished_jobs:
+            raise M.ProtocolError("busy", f"the engine has {len(live)} unfinished jobs, its limit; retry when "
+                                  "some end")
+        unfinished = sum(1 for j in live if j.session == session)
         if unfinished >= self.config.max_queued_jobs:
             raise M.ProtocolError("busy", f"this client already has {unfinished} unfinished jobs, the most "
                                   f"this engine queues for one client (--max-queued-jobs); retry when one ends")
@@ -548,6 +556,15 @@ def _best_effort_header(frames: list) -> dict | None:
     except Exception:
         pass
     return None
+
+
+# What one inline frame costs the engine besides its pixels (descriptor, array and
+# bookkeeping objects): counted against --max-queued-mb, so a million 1-pixel frames are too.
+FRAME_OVERHEAD_BYTES = 2048
+
+
+def _held_bytes(buffers, frames: int) -> int:
+    return frames_nbytes(buffers) + FRAME_OVERHEAD_BYTES * frames
 
 
 def _mib(nbytes: int) -> str:

@@ -26,6 +26,7 @@ from longanim.engine.errors import LonganimError
 from longanim.protocol import messages as M
 
 RESULT_CREDITS = 8
+KEPT_AFTER_END = ("backend", "label", "confidence")
 FRAME_WAIT_S = 0.1
 PAUSE_AFTER_S = 1.0  # a stream silent this long yields the device to a waiting job
 RETAIN_BYTES = 1 << 30  # a job's inline frames kept so it can start over; a longer stream lets them go
@@ -80,9 +81,10 @@ class Job:
         return self.event_seq
 
     def release_inputs(self) -> None:
-        """Finished jobs stay listed for a while; their pixels must not."""
+        """Finished jobs stay listed for a while (for status and reattach); their pixels and
+        the rest of what was submitted must not, only what a summary and a resend read."""
         self.feed = None
-        self.content.pop("_buffers", None)
+        self.content = {k: self.content[k] for k in KEPT_AFTER_END if k in self.content}
 
     @property
     def backend(self) -> str:

@@ -92,6 +92,9 @@ class JobRunner:
             job.state, job.error = "failed", {"code": "backend_error", "message": str(exc)}
         except LonganimError as exc:
             job.state, job.error = "failed", {"code": "input_error", "message": str(exc)}
+        except OSError as exc:  # the files: a path too long, a disk full, permissions
+            job.state, job.error = "failed", {"code": "input_error", "message": f"{exc.strerror or exc}: "
+                                              f"{exc.filename or ''}"[:500]}
         except Exception as exc:  # a bug or a backend crash: report it, keep serving
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             job.state = "failed"
