@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 import longanim
-from longanim.engine.errors import LonganimError
+from longanim.engine.errors import LonganimError, missing_model_package
 
 
 def _command_modules():
@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except LonganimError as exc:
         print(f"longanim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        hint = missing_model_package(exc)
+        if hint is None:
+            raise
+        print(f"longanim {args.command}: error: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"longanim {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lpips-weights", metavar="PATH",
                         help="LPIPS TorchScript file (StyleGAN vgg16.pt, or a model(a, b) -> distance): adds LPIPS")
     parser.add_argument("--device", help="torch device for FID/FVD/LPIPS (default: cuda if available, else cpu)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def run(args) -> int:
@@ -40,6 +41,7 @@ def run(args) -> int:
     from longanim.engine.evaluation import report as metrics
     from longanim.engine.evaluation.pixel_metrics import line_mask_from_lineart
     from longanim.engine.sequences.reader import open_sequence
+    from longanim.progress import ProgressBar
 
     if args.tolerance is not None and not args.tolerance > 0:
         raise InputError("--tolerance must be a positive CIEDE2000 value")
@@ -67,12 +69,16 @@ def run(args) -> int:
             for n in common:
                 yield _rgb8(seq.read(n))
 
+        bar = None if args.quiet else ProgressBar("eval", len(common))
+
         def pairs():
-            for n, p, g in zip(common, frames(pred), frames(gt)):
+            for i, (n, p, g) in enumerate(zip(common, frames(pred), frames(gt))):
                 if p.shape != g.shape:
                     raise InputError(f"frame {n}: prediction is {p.shape[1]}x{p.shape[0]}, "
                                      f"ground truth is {g.shape[1]}x{g.shape[0]}")
                 yield p, g
+                if bar is not None:
+                    bar.update(i + 1)
 
         kwargs = {}
         if "lineart" in extras:

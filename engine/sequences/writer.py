@@ -40,6 +40,11 @@ class SequenceWriter:
             raise InputError(f"bad frame padding {padding!r}: expected 1-12 digits")
         self.padding = padding
         self.confine = confine
+        for folder in (self.outdir, *self.outdir.parents):
+            if folder.exists() or folder.is_symlink():
+                if not folder.is_dir():
+                    raise InputError(f"output folder {self.outdir}: {folder} is a file, not a folder; choose another")
+                break
 
     def path_for(self, n: int) -> Path:
         if n < 0:

@@ -11,6 +11,7 @@ multiplied over the fills, so anti-aliased and colored lines keep their look.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
@@ -56,8 +57,13 @@ class PaintBackend(Backend):
     ) -> None:
         if isinstance(gap_close, bool) or not isinstance(gap_close, int) or not 0 <= gap_close <= 8:
             raise ValueError(f"gap_close must be a whole number of pixels, 0..8, got {gap_close!r}")
-        if memory_capacity < 1:
-            raise ValueError(f"memory_capacity must be at least 1, got {memory_capacity}")
+        if isinstance(memory_capacity, bool) or not isinstance(memory_capacity, int) or memory_capacity < 1:
+            raise ValueError(f"memory_capacity must be a whole number, at least 1, got {memory_capacity!r}")
+        if not isinstance(global_memory, bool):
+            raise ValueError(f"global_memory must be true or false, got {global_memory!r}")
+        if isinstance(review_threshold, bool) or not isinstance(review_threshold, (int, float)) \
+                or not math.isfinite(review_threshold):
+            raise ValueError(f"review_threshold must be a number (confidences run 0..1), got {review_threshold!r}")
         self.gap_close = gap_close
         self.use_global = global_memory
         self.memory_capacity = memory_capacity
@@ -67,6 +73,8 @@ class PaintBackend(Backend):
         return {"name": self.name, "devices": ["cpu"], "needs_weights": False}
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        if not keyframes:
+            raise InputError("paint needs at least one colored keyframe: its colors are all it paints with")
         shot = _Shot(self, keyframes)
         # Segmenting a frame needs no memory, so the next frame is segmented on a second
         # thread (OpenCV and NumPy release the GIL) while this one is matched and painted.
