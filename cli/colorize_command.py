@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+
+from longanim.engine.errors import InputError
+
 NAME = "colorize"
 HELP = "colorize a line-art sequence from colored reference keyframes"
 
@@ -25,7 +31,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine-timeout", type=float, default=30.0, metavar="S",
                         help="seconds without any word from the engine before giving up, also when none "
                              "is running (default 30)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint a killed or cancelled run left in OUTDIR (none there: "
+                             "start from the beginning; one made for another shot, keyframes or options: refused)")
+    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
+                        help=f"save the shot's memory in OUTDIR every N frames, at the end and on SIGTERM, for "
+                             f"--resume and for later --frames chunks (default {CHECKPOINT_EVERY}; 0: never)")
+    parser.add_argument("--progress", choices=("bar", "openjd"), default="bar",
+                        help="progress as a bar / log lines (default) or as Open Job Description "
+                             "'openjd_progress:' and 'openjd_status:' lines on stdout (render farms)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+CHECKPOINT_EVERY = 25
+EXIT_CANCELLED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 
 
 def run(args) -> int:
@@ -38,14 +57,33 @@ def run(args) -> int:
     from longanim.options import parse_options, parse_refs
     from longanim.progress import ProgressBar
 
+    from longanim.engine.backends.base import Cancelled
+
     frames = parse_frame_range(args.frames) if args.frames else None
     refs = parse_refs(args.ref)
     options = parse_options(args.set)
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be 0 (never) or more, got {args.checkpoint_every}")
     total = len(open_sequence(args.lineart, frames).frames)
-    progress = None if args.quiet else ProgressBar("colorize", total)
-    report = colorize_shot(args.lineart, refs, args.output, backend=args.backend, backend_options=options,
-                           frames=frames, out_ext=args.ext, progress=progress)
-    if not args.quiet:
+    if args.progress == "openjd":
+        progress = OpenJDProgress(total)
+    else:
+        # How a run starts is said even with -q when it is not fresh: it decides what the frames are.
+        progress = _with_plan(None if args.quiet else ProgressBar("colorize", total))
+    with _TermCancels() as term:
+        try:
+            report = colorize_shot(args.lineart, refs, args.output, backend=args.backend, backend_options=options,
+                                   frames=frames, out_ext=args.ext, progress=progress, cancelled=term.is_set,
+                                   resume=args.resume, checkpoint_every=args.checkpoint_every)
+        except Cancelled as exc:
+            if args.progress == "openjd":
+                print(f"openjd_status: {exc}", flush=True)
+            print(f"longanim colorize: {exc}", file=sys.stderr)
+            return EXIT_CANCELLED
+    if args.progress == "openjd":
+        print(f"openjd_status: {len(report.frames)} frames colorized, "
+              f"{len(report.needs_review)} need review", flush=True)
+    elif not args.quiet:
         print(f"{len(report.frames)} frames -> {args.output} in {report.seconds:.1f} s "
               f"({len(report.frames) / max(report.seconds, 1e-9):.1f} fps)")
         if report.needs_review:
@@ -56,3 +94,64 @@ def run(args) -> int:
             print(f"{len(report.needs_review)} frames need review, in {runs}: {shown}{more} "
                   "(see confidence/ and report.json)")
     return 0
+
+
+class OpenJDProgress:
+    """Progress as Open Job Description reads it from a task's stdout: `openjd_progress: P`
+    (percent) per frame, `openjd_status: ...` for what the run is doing."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total = max(total, 1)
+        self.stream = stream or sys.stdout
+        self._warm_shown = -1
+
+    def __call__(self, event: dict) -> None:
+        stage = event.get("stage")
+        if stage == "plan":
+            self._line(f"openjd_status: {event['message']}")
+        elif stage == "warm-up":
+            tenth = int(event["done"]) * 10 // max(int(event["total"]), 1)
+            if tenth != self._warm_shown:
+                self._warm_shown = tenth
+                self._line(f"openjd_status: warm-up {event['done']}/{event['total']} frames")
+        elif stage == "frame":
+            self._line(f"openjd_progress: {100.0 * int(event['done']) / self.total:.1f}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _with_plan(bar):
+    """The bar (None: -q), and the line saying how the run starts (resumed, warmed up) when it is not fresh."""
+
+    def progress(event: dict) -> None:
+        if event.get("stage") == "plan" and "message" in event:  # the pipeline's plan, not a backend's
+            if event.get("mode") != "fresh" or "ignored" in event.get("message", ""):
+                print(f"longanim colorize: {event['message']}", file=sys.stderr, flush=True)
+        elif bar is not None:
+            bar(event)
+
+    return progress
+
+
+class _TermCancels:
+    """SIGTERM (a farm's cancel, NOTIFY_THEN_TERMINATE) becomes a cancel: the run finishes the
+    frame in hand and the files in flight, saves its checkpoint and exits EXIT_CANCELLED,
+    leaving no partial file. Only in the main thread, where Python runs signal handlers."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __enter__(self) -> "_TermCancels":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._event.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)

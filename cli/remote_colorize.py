@@ -27,6 +27,8 @@ from longanim.progress import ProgressBar
 # segment (81 frames by default) before its first result.
 AHEAD_FRAMES = {"paint": 16, "passthrough": 16}
 AHEAD_SEGMENTS = 2 * 81
+CAUSAL_BACKENDS = ("paint",)  # looks back only (Backend.causal); known here without importing it
+FRAME_INDEPENDENT_BACKENDS = ("passthrough",)
 USER_ERRORS = ("input_error", "forbidden", "not_found", "invalid_content", "unknown_backend", "too_large")
 
 
@@ -42,9 +44,9 @@ def run_remote(args) -> int:
         with EngineClient(args.engine, timeout=timeout, curve=curve, client_name="longanim-cli") as client:
             info = client.hello()
             if "path" in info.get("capabilities", {}).get("input_kinds", []):
-                job, cached = _colorize_paths(client, args, timeout)
+                job, cached, written = _colorize_paths(client, args, timeout)
             else:
-                job, cached = _colorize_inline(client, args, timeout)
+                job, cached, written = _colorize_inline(client, args, timeout)
     except EngineError as exc:
         if exc.code in USER_ERRORS:
             raise InputError(f"engine {args.engine}: {exc}") from None
@@ -53,7 +55,7 @@ def run_remote(args) -> int:
         raise LonganimError(f"engine job {job.id} ended {job.state}")
     if not getattr(args, "quiet", False):
         seconds = time.perf_counter() - started
-        print(f"{job.frames_done} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
+        print(f"{written} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
               f"(job {job.id}, {cached} from the cache)", file=sys.stderr)
     return 0
 
@@ -79,7 +81,7 @@ def _colorize_paths(client, args, timeout: float):
     except KeyboardInterrupt:
         _cancel(job, timeout)
         raise
-    return job, job.summary.get("frames_cached", 0)
+    return job, job.summary.get("frames_cached", 0), job.frames_done
 
 
 def _colorize_inline(client, args, timeout: float):
@@ -94,9 +96,9 @@ def _colorize_inline(client, args, timeout: float):
         total = len(shot.frames)
     backend = EngineBackend(client, args.backend, parse_options(getattr(args, "set", []) or []), timeout, _label(args))
     progress = None if getattr(args, "quiet", False) else ProgressBar("colorize (engine)", total)
-    colorize_shot(args.lineart, parse_refs(args.ref), args.output, backend=backend, frames=frames,
-                  out_ext=getattr(args, "ext", None), progress=progress)
-    return backend.job, backend.cached
+    report = colorize_shot(args.lineart, parse_refs(args.ref), args.output, backend=backend, frames=frames,
+                           out_ext=getattr(args, "ext", None), progress=progress)
+    return backend.job, backend.cached, len(report.frames)  # a warm-up's frames went to the engine, not -o
 
 
 class EngineBackend(Backend):
@@ -106,6 +108,9 @@ class EngineBackend(Backend):
 
     def __init__(self, client, name: str, options: dict, timeout: float, label: str):
         self.client, self.name, self.options, self.timeout, self.label = client, name, options, timeout, label
+        # What the engine's backend is, so the pipeline plans a range the same way as in-process.
+        self.causal = name in CAUSAL_BACKENDS
+        self.frame_independent = name in FRAME_INDEPENDENT_BACKENDS
         self.job = None
         self.cached = 0
 

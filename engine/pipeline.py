@@ -8,11 +8,13 @@ is written last, so a folder without it is an interrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
 import threading
 import time
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from longanim.engine.backends import create_backend
-from longanim.engine.backends.base import Backend, CancelFn, ColoredFrame, Keyframe, ProgressFn
+from longanim.engine.backends.base import Backend, CancelFn, Cancelled, ColoredFrame, Keyframe, ProgressFn, ShotState
 from longanim.engine.sequences.colorspace import to_display_float
 from longanim.engine.errors import InputError
 from longanim.engine.sequences.image_files import ConfineFn, ImageData, atomic_write, read_image
@@ -52,6 +54,7 @@ class ShotReport:
     keyframes: list[int] = field(default_factory=list)
     review_fraction: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+    start: dict = field(default_factory=dict)  # how the run began: fresh, resumed or warmed up
 
     @property
     def needs_review(self) -> list[int]:
@@ -87,6 +90,7 @@ class ShotReport:
             "review_fraction": {str(n): round(f, 5) for n, f in self.review_fraction.items()},
             "seconds": round(self.seconds, 3),
             "fps": round(len(self.frames) / self.seconds, 3) if self.seconds else None,
+            **({"start": self.start} if self.start.get("mode", "fresh") != "fresh" else {}),
         }
 
 
@@ -103,13 +107,26 @@ def colorize_shot(
     cancelled: CancelFn | None = None,
     on_frame: Callable[[ColoredFrame, Path], None] | None = None,
     confine: ConfineFn | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
 ) -> ShotReport:
     """`confine` is called on every folder and file the run writes, right before it is used,
     and raises to refuse it: the engine passes its roots check, the CLI none. Either way
-    no output may be one of the run's inputs (`input_places`)."""
+    no output may be one of the run's inputs (`input_places`).
+
+    With a resumable backend (`Backend.resumable`) and `checkpoint_every`, the shot's state
+    is saved in the output folder (`checkpoint_path`) after every that many frames, at the
+    end and when cancelled. `resume` continues from such a checkpoint (refused when it was
+    made for another shot, keyframes, backend, options or code). A run of `frames` that does
+    not start at the shot's first frame starts from a checkpoint taken before its first
+    frame if there is one, else runs the frames before it from the start of the shot without
+    writing them (a warm-up): the memory holds everything since the shot began, so that is
+    what makes its frames equal those of one whole-shot run. `progress` is told which
+    (`{"stage": "plan", "message": ...}`)."""
     started = time.perf_counter()
     whole = open_sequence(lineart_source)
     shot = open_sequence(lineart_source, frames) if frames else whole
+    run_seq = None
     try:
         if not refs:
             raise InputError("at least one colored reference keyframe is needed (--ref REF.png[:FRAME])")
@@ -131,23 +148,70 @@ def colorize_shot(
         for folder in (outdir, outdir / CONFIDENCE_DIR):
             for stale in folder.glob(f".{shot.name}.*.partial-*"):
                 stale.unlink(missing_ok=True)
+        for stale in outdir.glob(f".{checkpoint_path(outdir, shot.name).name}.partial-*"):
+            stale.unlink(missing_ok=True)
         report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
+        plan = _plan_start(whole, shot, keyframes, engine, outdir, writer, resume=resume,
+                           checkpointing=bool(checkpoint_every))
+        report.start = plan.describe()
+        if progress is not None:
+            progress({"stage": "plan", "message": plan.message(), **report.start})
         alphas: dict[int, np.ndarray | None] = {}
         total = len(shot.frames)
-        results = engine.colorize(_prefetch(_lineart_frames(shot, alphas)), keyframes,
-                                  progress=progress, cancelled=cancelled)
+        first_written = shot.frames[0]
+        saver = _Checkpoints(plan, checkpoint_every, guard)
+        for n in shot.frames:
+            if n in plan.done:  # written by the run this one resumes
+                _finished(report, ColoredFrame(n, None, None, {"review_fraction": plan.done[n]}), writer.path_for(n),
+                          None, None, started, total)
+        if plan.start > shot.frames[-1]:
+            todo = iter(())
+        else:
+            run_seq = shot if plan.start == shot.frames[0] else open_sequence(lineart_source, (plan.start, shot.frames[-1]))
+            todo = _prefetch(_lineart_frames(run_seq, alphas))
+        if engine.resumable:
+            # The cancel flag is read here, between frames, where the state can be saved.
+            results = engine.colorize_resumable(todo, keyframes, plan.state, progress=progress)
+        else:
+            results = ((result, None) for result in engine.colorize(todo, keyframes, progress=progress,
+                                                                    cancelled=cancelled))
+        warmed = 0
+        if cancelled is not None and cancelled():
+            raise Cancelled("cancelled before the first frame")
         with _OrderedWrites() as writes:
-            for result in results:
-                alpha = alphas.pop(result.number, None)
+            for result, snapshot in results:
+                n = result.number
+                last = n == shot.frames[-1]
+                if n < first_written:  # warm-up: the memory goes through it, nothing is written
+                    alphas.pop(n, None)
+                    warmed += 1
+                    if progress is not None:
+                        progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
+                    saver.frame_done(n, snapshot, None)
+                else:
+                    alpha = alphas.pop(n, None)
 
-                def write(result=result, alpha=alpha) -> Path:
-                    confidence_writer.write(result.number, _confidence_image(result.confidence))
-                    return writer.write_display(result.number, result.rgb, alpha)
+                    def write(result=result, alpha=alpha) -> Path:
+                        confidence_writer.write(result.number, _confidence_image(result.confidence))
+                        return writer.write_display(result.number, result.rgb, alpha)
 
-                for done_result, path in writes.submit(result, write):
-                    _finished(report, done_result, path, on_frame, progress, started, total)
+                    saver.frame_computed(n, snapshot, last)
+                    for done_result, path in writes.submit(result, write):
+                        _finished(report, done_result, path, on_frame, progress, started, total)
+                        saver.written(done_result.number, report.review_fraction[done_result.number])
+                if cancelled is not None and cancelled() and not last:
+                    # Whatever is in flight is finished (every file is whole), the state after the
+                    # last frame is saved, and then the run stops.
+                    saver.cancel_at(n, snapshot)
+                    for done_result, path in writes.drain():
+                        _finished(report, done_result, path, on_frame, progress, started, total)
+                        saver.written(done_result.number, report.review_fraction[done_result.number])
+                    saver.flush()
+                    raise Cancelled(f"cancelled after frame {n}" + (" (checkpoint saved)" if saver.saved else ""))
             for done_result, path in writes.drain():
                 _finished(report, done_result, path, on_frame, progress, started, total)
+                saver.written(done_result.number, report.review_fraction[done_result.number])
+        saver.flush()
         if report.frames != shot.frames:
             raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... "
                                f"for {shot.frames[:5]}...")
@@ -155,8 +219,238 @@ def colorize_shot(
         write_json(outdir / REPORT_NAME, report.to_json(), confine=guard)
         return report
     finally:
+        if run_seq is not None and run_seq is not shot:
+            run_seq.close()
         shot.close()
         whole.close()
+
+
+CHECKPOINT_FORMAT = "longanim-checkpoint"
+CHECKPOINT_VERSION = 1  # of the file: its header and how the state is stored in it
+
+
+def checkpoint_path(outdir: Path, shot_name: str) -> Path:
+    """Hidden, one per shot name in the output folder: the newest saved state of that shot."""
+    return Path(outdir) / f".{shot_name}.longanim-checkpoint.npz"
+
+
+class CheckpointMismatch(InputError):
+    """A checkpoint that is not for this shot, these keyframes, this backend or these options."""
+
+
+@dataclass
+class Checkpoint:
+    frame: int  # the state is the one after this frame
+    done: dict[int, float]  # frames written in the folder by the runs that led here, review fractions
+    state: ShotState
+
+
+def shot_identity(whole: FrameSequence, keyframes: Sequence[Keyframe], engine: Backend) -> dict:
+    """What a saved state belongs to: the whole line-art sequence (its frames, size, the files'
+    names and sizes, the first and last file's bytes), the keyframes (numbers and pixels), and
+    the backend's code and options (`Backend.state_identity`). Not every line-art file's bytes:
+    reading a whole 1080p shot at every task start would cost more than the start itself."""
+    files = hashlib.sha256()
+    paths = [Path(whole.source)] if whole.is_video else [whole.path_for(n) for n in whole.frames]
+    for path in paths:
+        files.update(f"{path.name}\0{path.stat().st_size}\n".encode())
+    for path in dict.fromkeys([paths[0], paths[-1]]):  # in order: a set's order changes per process
+        files.update(hashlib.sha256(path.read_bytes()).digest())
+    keys = hashlib.sha256()
+    for key in keyframes:
+        keys.update(f"{key.number}:{key.color.shape}".encode() + key.color.tobytes())
+        if key.lineart is not None:
+            keys.update(key.lineart.tobytes())
+    identity = {
+        "lineart": {"name": whole.name, "frames": [whole.frames[0], whole.frames[-1], len(whole.frames)],
+                    "size": [whole.width, whole.height], "files": files.hexdigest()[:32]},
+        "keyframes": {"frames": [k.number for k in keyframes], "pixels": keys.hexdigest()[:32]},
+        "backend_name": engine.name,
+        **engine.state_identity(),
+    }
+    return json.loads(json.dumps(identity, sort_keys=True))  # as it reads back from a file
+
+
+def save_checkpoint(path: Path, identity: dict, frame: int, done: dict[int, float], state: ShotState,
+                    confine: ConfineFn | None = None) -> None:
+    """Atomically (temp file + rename): a reader sees the old checkpoint or the new, whole."""
+    header = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "identity": identity, "frame": frame,
+              "done": {str(n): f for n, f in sorted(done.items())}}
+    arrays = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)}
+    arrays.update({f"state/{name}": value for name, value in state.items()})
+
+    def encode(tmp) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(Path(path), encode, confine)
+
+
+def load_checkpoint(path: Path, identity: dict) -> Checkpoint | None:
+    """The checkpoint at `path` (None when there is none), refused (`CheckpointMismatch`) when
+    its header does not match `identity`. The header is read and checked before any of the
+    state; the file is an `.npz` read with `allow_pickle=False`, so whatever lies in a shared
+    output folder is only ever read as arrays of numbers, never run."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(z["header"].tobytes().decode())
+            if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+                raise CheckpointMismatch(f"{path} is not a longanim checkpoint")
+            if header.get("version") != CHECKPOINT_VERSION:
+                raise CheckpointMismatch(f"{path} is checkpoint version {header.get('version')}; this longanim "
+                                         f"reads version {CHECKPOINT_VERSION}")
+            differences = _differences(header.get("identity"), identity)
+            if differences:
+                raise CheckpointMismatch(f"{path} was saved for another run ({'; '.join(differences[:4])})")
+            state = {name[len("state/"):]: z[name] for name in z.files if name.startswith("state/")}
+            return Checkpoint(int(header["frame"]), {int(n): float(f) for n, f in header["done"].items()}, state)
+    except CheckpointMismatch:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise CheckpointMismatch(f"{path} cannot be read as a checkpoint: {exc}") from exc
+
+
+def _differences(saved, current, where: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            out += _differences(saved.get(key), current.get(key), f"{where}.{key}" if where else key)
+        return out
+    return [] if saved == current else [f"{where or 'identity'}: {saved!r} there, {current!r} here"]
+
+
+@dataclass
+class _Plan:
+    """Where a run begins: the frame the backend starts at, from which state, and which of the
+    run's frames a resumed run already wrote."""
+
+    mode: str  # fresh | resumed | warm-up | cold
+    start: int  # first frame the backend colorizes (state: after the frame before it)
+    first: int  # first frame written
+    state: ShotState | None = None
+    done: dict[int, float] = field(default_factory=dict)  # frames of this run already written
+    inherited: dict[int, float] = field(default_factory=dict)  # every frame the checkpoint lists
+    warm_up: int = 0  # frames colorized and not written
+    checkpoint_frame: int | None = None
+    identity: dict | None = None
+    path: Path | None = None
+    note: str = ""
+
+    def describe(self) -> dict:
+        out = {"mode": self.mode, "from_frame": self.start, "warm_up_frames": self.warm_up}
+        if self.checkpoint_frame is not None:
+            out["checkpoint_frame"] = self.checkpoint_frame
+        return out
+
+    def message(self) -> str:
+        if self.mode == "resumed":
+            text = (f"resumed from the checkpoint after frame {self.checkpoint_frame}: "
+                    f"{len(self.done)} frames were already written")
+            if self.warm_up:
+                text += f", {self.warm_up} frames run without writing them to reach frame {self.first}"
+        elif self.mode == "warm-up":
+            text = (f"warm-up: frames {self.start}-{self.first - 1} are run without writing them, so frame "
+                    f"{self.first} on equal a whole-shot run (no checkpoint before frame {self.first})")
+        elif self.mode == "cold":
+            text = (f"starting cold at frame {self.first}: this backend cannot warm up, so these frames may "
+                    "differ from a whole-shot run")
+        else:
+            text = f"starting at frame {self.first}"
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def _plan_start(whole, shot, keyframes, engine, outdir, writer, *, resume: bool, checkpointing: bool) -> _Plan:
+    first, shot_start = shot.frames[0], whole.frames[0]
+    plan = _Plan("fresh", first, first)
+    before = [n for n in whole.frames if n < first]
+    if not engine.resumable:
+        if before and engine.causal and not engine.frame_independent:
+            # No state to save, but a memory that looks back only: the same warm-up applies.
+            plan.mode, plan.start, plan.warm_up = "warm-up", shot_start, len(before)
+        elif before and not engine.frame_independent:
+            plan.mode = "cold"
+        return plan
+    plan.identity = shot_identity(whole, keyframes, engine)
+    plan.path = checkpoint_path(outdir, shot.name)
+    checkpoint = None
+    if resume or before:
+        try:
+            checkpoint = load_checkpoint(plan.path, plan.identity)
+        except CheckpointMismatch as exc:
+            if resume:
+                raise CheckpointMismatch(f"cannot resume: {exc}; delete it to start over, or run without "
+                                         "--resume") from None
+            plan.note = f"ignored {plan.path.name}: {exc}"
+    if checkpoint is not None and checkpoint.frame in whole:
+        c = checkpoint.frame
+        covered = [n for n in shot.frames if n <= c]
+        written = all(n in checkpoint.done and writer.path_for(n).is_file() for n in covered)
+        if c < first or written:
+            after = [n for n in whole.frames if n > c]
+            plan.mode, plan.state, plan.checkpoint_frame = "resumed", checkpoint.state, c
+            plan.start = after[0] if after else c + 1
+            plan.warm_up = len([n for n in before if n > c])
+            plan.done = {n: checkpoint.done[n] for n in covered}
+            plan.inherited = {n: f for n, f in checkpoint.done.items() if n <= c}
+            return plan
+        plan.note = (f"the checkpoint after frame {c} was not used: frames it lists as written are missing "
+                     "from the output folder")
+    elif checkpoint is not None:
+        plan.note = f"the checkpoint after frame {checkpoint.frame} is for a frame outside the shot"
+    if before:
+        plan.mode, plan.start, plan.warm_up = "warm-up", shot_start, len(before)
+    return plan
+
+
+class _Checkpoints:
+    """Saves the state every `every` frames the backend colorizes, at the end and on a cancel;
+    a state is saved only once the frames up to it are on disk, so a checkpoint never lists a
+    frame that a kill could have left unwritten."""
+
+    def __init__(self, plan: _Plan, every: int | None, guard) -> None:
+        self.plan = plan
+        self.every = every if every and plan.identity is not None else 0
+        self.guard = guard
+        self.done = dict(plan.inherited)
+        self.pending: deque = deque()  # (frame, state) waiting for that frame's files
+        self.colorized = 0
+        self.saved: int | None = None
+
+    def _due(self) -> bool:
+        self.colorized += 1
+        return bool(self.every) and self.colorized % self.every == 0
+
+    def frame_done(self, n: int, snapshot, _unused) -> None:
+        """A warm-up frame: nothing of it is written, so its state can be saved at once."""
+        if self._due() and snapshot is not None:
+            self._save(n, snapshot())
+
+    def frame_computed(self, n: int, snapshot, last: bool) -> None:
+        if (self._due() or (last and self.every)) and snapshot is not None:
+            self.pending.append((n, snapshot()))
+
+    def cancel_at(self, n: int, snapshot) -> None:
+        if self.every and snapshot is not None and not (self.pending and self.pending[-1][0] == n):
+            self.pending.append((n, snapshot()))
+
+    def written(self, n: int, review_fraction: float) -> None:
+        self.done[n] = review_fraction
+        while self.pending and self.pending[0][0] <= n:
+            frame, state = self.pending.popleft()
+            self._save(frame, state)
+
+    def flush(self) -> None:
+        while self.pending:
+            frame, state = self.pending.popleft()
+            self._save(frame, state)
+
+    def _save(self, frame: int, state: ShotState) -> None:
+        done = {n: f for n, f in self.done.items() if n <= frame}
+        save_checkpoint(self.guard(self.plan.path), self.plan.identity, frame, done, state, confine=self.guard)
+        self.saved = frame
 
 
 def _finished(report, result, path, on_frame, progress, started, total) -> None:

@@ -55,7 +55,7 @@ def _args(root: Path, out: Path, *extra: str) -> list[str]:
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "report.json"}
+            if p.is_file() and p.name != "report.json" and not p.name.endswith(".longanim-checkpoint.npz")}
 
 
 def _report(folder: Path) -> dict:

@@ -50,6 +50,9 @@ class ColoredFrame:
 
 ProgressFn = Callable[[dict], None]
 CancelFn = Callable[[], bool]
+# A backend's whole shot memory after some frame, as named numpy arrays of numbers (no
+# objects): what a checkpoint stores, so a killed task can go on where it was.
+ShotState = dict[str, np.ndarray]
 
 
 class Backend(abc.ABC):
@@ -87,6 +90,29 @@ class Backend(abc.ABC):
         `cancelled()` is polled at least once per frame or denoising step and the
         backend raises `Cancelled` when it returns True.
         """
+
+    # True when `colorize_resumable` can hand out the shot's state after any frame and start
+    # again from one: a run resumed from it gives the frames an uninterrupted run gives.
+    resumable: ClassVar[bool] = False
+
+    def colorize_resumable(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        keyframes: Sequence[Keyframe],
+        state: ShotState | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        cancelled: CancelFn | None = None,
+    ) -> Iterator[tuple[ColoredFrame, Callable[[], ShotState]]]:
+        """Like `colorize`, starting from `state` (a snapshot taken after the frame before the
+        first of `frames`) when given. Each frame comes with a function returning a copy of
+        the state after it; call it before asking for the next frame."""
+        raise BackendError(f"backend {self.name} cannot checkpoint a shot")
+
+    def state_identity(self) -> dict:
+        """What a saved state belongs to besides the shot and keyframes: the code, and the
+        options that decide the output. A state saved under other values is refused."""
+        return self.cache_identity()
 
     def describe(self) -> dict:
         """Capabilities reported to clients (devices, limits)."""

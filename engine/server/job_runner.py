@@ -337,6 +337,9 @@ class _CachingBackend(Backend):
     def __init__(self, inner, runner: JobRunner, job: Job, whole: str):
         self.inner, self.runner, self.job, self.whole = inner, runner, job, whole
         self.name = inner.name
+        # The pipeline plans a frame range by what the backend is (a warm-up for a causal one).
+        self.causal = getattr(inner, "causal", False)
+        self.frame_independent = getattr(inner, "frame_independent", False)
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         cache = self.runner.manager.cache

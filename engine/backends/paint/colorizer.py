@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
+from longanim.engine.backends.paint import shot_state
 from longanim.engine.backends.paint.memory_global import GlobalMemory, Palette
 from longanim.engine.backends.paint.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
 from longanim.engine.backends.paint.objects import ObjectPalette
@@ -72,10 +73,23 @@ class PaintBackend(Backend):
     def describe(self) -> dict:
         return {"name": self.name, "devices": ["cpu"], "needs_weights": False}
 
+    resumable = True
+
+    def state_identity(self) -> dict:
+        return {**self.cache_identity(), "state_version": shot_state.VERSION,
+                "options": {"gap_close": self.gap_close, "global_memory": self.use_global,
+                            "memory_capacity": self.memory_capacity, "review_threshold": self.review_threshold}}
+
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        for frame, _ in self.colorize_resumable(frames, keyframes, progress=progress, cancelled=cancelled):
+            yield frame
+
+    def colorize_resumable(self, frames, keyframes, state=None, *, progress=None, cancelled=None):
         if not keyframes:
             raise InputError("paint needs at least one colored keyframe: its colors are all it paints with")
         shot = _Shot(self, keyframes)
+        if state is not None:
+            shot_state.restore(shot, state)
         # Segmenting a frame needs no memory, so the next frame is segmented on a second
         # thread (OpenCV and NumPy release the GIL) while this one is matched and painted.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="longanim-segment") as ahead:
@@ -88,10 +102,10 @@ class PaintBackend(Backend):
                                      f"at least {MIN_SIDE}x{MIN_SIDE} (a region and the paper around it)")
                 upcoming = (number, lineart, ahead.submit(shot.look, lineart))
                 if pending is not None:
-                    yield shot.colorize(*pending)
+                    yield shot.colorize(*pending), lambda: shot_state.snapshot(shot)
                 pending = upcoming
             if pending is not None:
-                yield shot.colorize(*pending)
+                yield shot.colorize(*pending), lambda: shot_state.snapshot(shot)
 
 
 class _Shot:

@@ -1,0 +1,131 @@
+"""Pixels between Blender's renders, the engine and the files written: numpy and zlib only
+(no bpy), so the writer thread may run it and plain pytest can test it.
+
+The engine's colorizers take opaque sRGB: transparent film counts as paper (white). A
+Grease Pencil render with a transparent film should give back a cel layer with alpha, so
+the painted keyframe's transparent background is sent as a matte colour (MATTE, pure
+magenta, which line art and fills rarely use): the colorizer paints the background regions
+with it like any other colour, and `cel_rgba` turns matte back into transparency while
+keeping the strokes' own anti-aliased alpha.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+MATTE = np.array([255, 0, 255], np.uint8)
+MATTE_TOLERANCE = 60  # sum of |channel difference| (0-765) under which a fill is matte
+
+
+def over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Straight-alpha uint8 RGBA over an opaque colour -> uint8 RGB."""
+    if rgba.shape[-1] == 3:
+        return np.ascontiguousarray(rgba)
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    out = rgba[..., :3].astype(np.float32) * a + background.astype(np.float32) * (1.0 - a)
+    return np.ascontiguousarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+
+
+def lineart_rgb(rgba: np.ndarray) -> np.ndarray:
+    """What the engine sees of a line-art render: strokes over white paper."""
+    return over(rgba, np.array([255, 255, 255], np.uint8))
+
+
+def keyframe_rgb(rgba: np.ndarray) -> np.ndarray:
+    """A painted keyframe: its transparent background becomes the matte colour."""
+    return over(rgba, MATTE)
+
+
+def cel_rgba(colored: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """The engine's opaque result back into a straight-alpha cel.
+
+    `colored` (HxWx3 uint8) is fill x line art (the colorizer multiplies the lines over the
+    fills); `line` is the line-art render (HxWx4 straight, or HxWx3 opaque). Where the
+    line art lets enough paper through, the fill is colored / line-on-white; a matte fill is
+    transparent, and a stroke over it keeps the stroke's colour and alpha."""
+    rgb = colored[..., :3].astype(np.float32) / 255.0
+    if line.shape[-1] == 3:
+        return np.concatenate([colored[..., :3], np.full(colored.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    a = line[..., 3:4].astype(np.float32) / 255.0
+    stroke = line[..., :3].astype(np.float32) / 255.0
+    paper = stroke * a + (1.0 - a)  # the line art on white, as sent
+    visible = paper.min(axis=-1, keepdims=True) > 0.15  # the fill shows through the line
+    fill = np.where(visible, np.clip(rgb / np.maximum(paper, 1e-3), 0.0, 1.0), rgb)
+    matte = np.abs(fill * 255.0 - MATTE.astype(np.float32)).sum(axis=-1, keepdims=True) < MATTE_TOLERANCE
+    matte &= visible
+    fill_a = np.where(matte, 0.0, 1.0).astype(np.float32)
+    out_a = a + fill_a * (1.0 - a)
+    premult = np.where(fill_a > 0, rgb, stroke * a)  # a fill: the engine's own pixel (line included)
+    color = np.where(out_a > 0, premult / np.maximum(out_a, 1e-6), 0.0)
+    color = np.where(fill_a > 0, rgb, color)
+    out = np.concatenate([color, out_a], axis=-1)
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def confidence_grey(confidence: np.ndarray) -> np.ndarray:
+    """HxW float32 confidence (1 = sure) -> HxW uint8 (white = sure, dark = review)."""
+    return np.clip(np.round(np.asarray(confidence, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
+    """8-bit PNG (grey, RGB or RGBA by the channel count), rows top to bottom."""
+    pixels = np.ascontiguousarray(pixels, np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    h, w, c = pixels.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = np.empty((h, 1 + w * c), np.uint8)
+    raw[:, 0] = 0  # filter: none
+    raw[:, 1:] = pixels.reshape(h, w * c)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) \
+        + chunk(b"IEND", b"")
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """The 8-bit PNGs `encode_png` writes (filter none), for tests and keyframe files written
+    by this module; Blender's own loader reads everything else."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, w = 8, b"", 0
+    while pos < len(data):
+        (n,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, color_type = struct.unpack(">IIBB", body[:10])
+            c = {0: 1, 4: 2, 2: 3, 6: 4}[color_type]
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * c)
+    if raw[:, 0].any():
+        raise ValueError("decode_png reads unfiltered PNGs only")
+    return raw[:, 1:].reshape(h, w, c) if c > 1 else raw[:, 1:].reshape(h, w)
+
+
+def frame_path(folder: str | os.PathLike, name: str, number: int, ext: str = "png") -> Path:
+    return Path(folder) / f"{name}.{number:04d}.{ext}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """A hidden temporary file in the same folder, then a rename: a reader never sees half a frame."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,59 @@
+"""Add-on preferences: where the engine is and how to reach it."""
+
+from __future__ import annotations
+
+import bpy
+
+ADDON = __package__
+
+
+class LONGANIM_Preferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON
+
+    engine_url: bpy.props.StringProperty(
+        name="Engine address", default="tcp://127.0.0.1:5555",
+        description="ZeroMQ address of a running `longanim serve`")
+    timeout: bpy.props.FloatProperty(
+        name="Timeout", default=5.0, min=0.5, max=120.0, unit="TIME_ABSOLUTE",
+        description="Seconds to wait for the engine's answer to one request before saying it is down")
+    path_roots: bpy.props.StringProperty(
+        name="Engine path roots", default="",
+        description="Folders the engine was started with (--roots), separated by ';'. Frames are sent "
+                    "inline; the roots are kept for path jobs on shared storage")
+    curve_dir: bpy.props.StringProperty(
+        name="CurveZMQ key folder", subtype="DIR_PATH", default="",
+        description="Folder with client.key_secret and server.key (from `longanim keys DIR`); "
+                    "empty for an engine on this machine without CurveZMQ")
+    backend: bpy.props.StringProperty(name="Backend", default="paint",
+                                      description="Engine backend: paint (CPU) or longanimation (GPU, weights)")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "engine_url")
+        layout.prop(self, "timeout")
+        layout.prop(self, "backend")
+        layout.prop(self, "curve_dir")
+        layout.prop(self, "path_roots")
+        from .operators import connection_state
+
+        row = layout.row()
+        row.label(text=f"Engine: {connection_state()}")
+        row.operator("longanim.check_engine", text="Check")
+
+
+def get(context=None) -> "LONGANIM_Preferences":
+    context = context or bpy.context
+    return context.preferences.addons[ADDON].preferences
+
+
+classes = (LONGANIM_Preferences,)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
