@@ -45,6 +45,17 @@ def reply_to(sock, msg, timeout_s: float = 10.0):
     raise AssertionError(f"no reply to {msg.msg_type} {msg.msg_id}")
 
 
+def job_done(sock, job_id: str, timeout_s: float = 30.0) -> dict:
+    """The content of the job's `job_done`; other messages are skipped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            got = deserialize(sock.recv_multipart())
+            if got.msg_type == M.DONE and got.content["job_id"] == job_id:
+                return got.content
+    raise AssertionError(f"job {job_id} did not end")
+
+
 def streamed_submit(session: str, seq: int, label: str, value: int = 0, side: int = 4):
     """A streamed passthrough job (more: true), so it stays unfinished until closed."""
     bufs: list = []
@@ -232,15 +243,8 @@ def test_paint_on_tiny_frames_runs_or_fails_clearly_and_the_engine_lives(engine,
                                                       "input": {"kind": "inline", "frames": frames}},
                            buffers=bufs, seq=1)
         sock.send_multipart(serialize(msg))
-        job_id = reply_to(sock, msg).content["job_id"]
-        deadline = time.monotonic() + 30
-        done = None
-        while done is None and time.monotonic() < deadline:
-            if sock.poll(100):
-                got = deserialize(sock.recv_multipart())
-                if got.msg_type == M.DONE and got.content["job_id"] == job_id:
-                    done = got.content
-        assert done is not None and done["state"] == state, (done, engine.log())
+        done = job_done(sock, reply_to(sock, msg).content["job_id"])
+        assert done["state"] == state, (done, engine.log())
         if state == "failed":
             assert done["error"]["code"] == "input_error" and "64x1 px" in done["error"]["message"]
         assert ping_rtt(sock) < 5  # still serving
@@ -299,14 +303,7 @@ def test_paint_jobs_the_fuzz_broke_fail_with_the_reason(engine, extra, code):
         content = {"backend": "paint", "cache": False, "input": {"kind": "inline", "frames": frames}, **extra}
         if extra:
             content["keyframes"] = [{"number": 0, "color": M.array_desc(np.zeros((16, 16, 3), np.uint8), bufs)}]
-        job_id = ask(sock, M.SUBMIT, content, session=f"paint-{code}", buffers=bufs)["job_id"]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if sock.poll(100):
-                got = deserialize(sock.recv_multipart())
-                if got.msg_type == M.DONE and got.content["job_id"] == job_id:
-                    assert got.content["state"] == "failed" and got.content["error"]["code"] == code, got.content
-                    return
-        raise AssertionError("the job did not end")
+        done = job_done(sock, ask(sock, M.SUBMIT, content, session=f"paint-{code}", buffers=bufs)["job_id"])
+        assert done["state"] == "failed" and done["error"]["code"] == code, done
     finally:
         sock.close()

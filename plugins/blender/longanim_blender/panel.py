@@ -46,12 +46,4 @@ class LONGANIM_PT_colorize(bpy.types.Panel):
 
 classes = (LONGANIM_PT_colorize,)
 
-
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -48,12 +48,4 @@ def get(context=None) -> "LONGANIM_Preferences":
 
 classes = (LONGANIM_Preferences,)
 
-
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
