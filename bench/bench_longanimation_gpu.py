@@ -35,7 +35,9 @@ BASE_CONFIG = dict(  # CogVideoX1.5-5B-I2V transformer
 )
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H20": 148.0, "A100": 312.0, "L40S": 362.0, "A6000": 155.0,
                     "4090": 165.0}
-GLOBAL_TOKENS, LOCAL_TOKENS = 3626, 1484  # Video-XL memory sizes (650 and 20 frames) as the reference runs them
+# Video-XL memory sizes as the reference runs them (engine/backends/longanimation/videoxl.py):
+# the prompt's ~14 sink tokens, 144 visual tokens a frame compressed 8:1 into beacons, ~16 after.
+GLOBAL_TOKENS, LOCAL_TOKENS = 14 + 650 * 144 // 8 + 16, 14 + 20 * 144 // 8 + 16  # 11730, 390
 # --smoke: the same code path on CPU at toy sizes, to check the script itself without a GPU.
 SMOKE_BASE = dict(BASE_CONFIG, num_attention_heads=2, attention_head_dim=16, time_embed_dim=8, ofs_embed_dim=8,
                   text_embed_dim=16, num_layers=4, sample_width=8, sample_height=8)

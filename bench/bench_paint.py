@@ -17,7 +17,11 @@ Parts (targets from issue 2):
   d  accuracy on clean synthetic shots through `longanim demo`'s own code
      (engine/evaluation/demo.py), global memory on and off (`global_memory=False`, the local-only
      ablation): all pixels, characters' pixels, and characters' pixels after re-entry
-     (targets >= 99%, >= 99%, >= 98%).
+     (targets >= 99%, >= 99%, >= 98%);
+  f  the colour conversions around the colorizer at 1920x1080: linear EXR (half) to display
+     sRGB on the way in, 8-bit display to linear half on the way out, through the transfer
+     function (float32 values) and through the lookup tables the pipeline uses for half and
+     8-bit values; median ms, and whether the two give the same bits.
 
 Everything is written to the results file atomically, with the exact command and the
 load average when the run started: numbers taken on a busy machine say so.
@@ -54,7 +58,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and few frames: checks the script runs")
-    p.add_argument("--parts", default="a,b,c,d,e", help="which parts to run (default a,b,c,d,e)")
+    p.add_argument("--parts", default="a,b,c,d,e,f", help="which parts to run (default a,b,c,d,e,f)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
     p.add_argument("--sizes", help="speed sizes, comma-separated WxH (default 1920x1080,960x540)")
     p.add_argument("--frames", type=int, help="timed frames per speed run (default 90)")
@@ -64,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acc-frames", type=int, help="shot length for (d) (default 500)")
     p.add_argument("--acc-size", help="frame size for (d) (default 480x270)")
     p.add_argument("--seeds", help="synthetic shot seeds for (d) (default 0,1,2)")
+    p.add_argument("--cs-size", help="frame size for (f) (default 1920x1080)")
+    p.add_argument("--cs-repeats", type=int, help="runs per conversion in (f) (default 9)")
     p.add_argument("--rss-child", nargs=2, metavar=("FRAMES", "WxH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick
@@ -76,17 +82,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         "acc_frames": 24 if quick else 500,
         "acc_size": "96x54" if quick else "480x270",
         "seeds": "0" if quick else "0,1,2",
+        "cs_size": "96x54" if quick else "1920x1080",
+        "cs_repeats": 2 if quick else 9,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    if not args.parts <= set("abcde"):
-        p.error(f"--parts takes letters from a,b,c,d,e, got {sorted(args.parts)}")
+    if not args.parts <= set("abcdef"):
+        p.error(f"--parts takes letters from a,b,c,d,e,f, got {sorted(args.parts)}")
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.rss_frames = [int(s) for s in args.rss_frames.split(",")]
     args.rss_size = parse_size(args.rss_size)
     args.acc_size = parse_size(args.acc_size)
+    args.cs_size = parse_size(args.cs_size)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     return args
 
@@ -221,6 +230,74 @@ def bench_rss(frames: int, size: tuple[int, int]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"RSS child for {frames} frames failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- (f) colour conversions
+
+def bench_colorspace(size: tuple[int, int], repeats: int) -> list[dict]:
+    """Each conversion two ways on the same values: as float32 (the transfer function, what
+    the pipeline did before) and in the storage type the files give (half from an EXR, 8-bit
+    from the colorizer: the lookup tables). Same values in, so the same bits must come out."""
+    import numpy as np
+
+    from longanim.engine.sequences.colorspace import from_display_float, to_display_float
+    from longanim.engine.sequences.image_files import ImageData
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    half = (rng.random((h, w, 3), dtype=np.float32) * 1.2).astype(np.float16)  # some values above white
+    rgba = np.concatenate([half, np.ones((h, w, 1), np.float16)], axis=-1)
+    rgba[: h // 20, :, 3] = 0.5  # a soft edge on 5% of the frame; the rest opaque
+    rgba[h // 20: h // 10, :, 3] = 0.0
+    rgb8 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    alpha = np.ones((h, w), np.float32)
+    alpha[: h // 20] = 0.5
+    cases = [
+        ("EXR half RGB -> display", lambda: to_display_float(ImageData(half.astype(np.float32), "linear")),
+         lambda: to_display_float(ImageData(half, "linear"))),
+        ("EXR half RGBA (5% soft alpha) -> display",
+         lambda: to_display_float(ImageData(rgba.astype(np.float32), "linear")),
+         lambda: to_display_float(ImageData(rgba, "linear"))),
+        ("8-bit RGB -> EXR half", lambda: from_display_float(rgb8.astype(np.float32) / np.float32(255), "half", "linear"),
+         lambda: from_display_float(rgb8, "half", "linear")),
+        ("8-bit RGB + alpha -> EXR half RGBA",
+         lambda: from_display_float(np.concatenate([rgb8.astype(np.float32) / np.float32(255), alpha[..., None]], -1),
+                                    "half", "linear"),
+         lambda: from_display_float(rgb8, "half", "linear", alpha=alpha)),
+    ]
+    rows = []
+    for label, formula, table in cases:
+        same = np.array_equal(formula(), table())
+        times = {}
+        for name, fn in (("formula", formula), ("table", table)):
+            fn()
+            spent = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                spent.append(time.perf_counter() - t0)
+            times[name] = statistics.median(spent) * 1e3
+        rows.append({"case": label, "formula_ms": times["formula"], "table_ms": times["table"], "same": same})
+    return rows
+
+
+def bench_confidence_rounding(size: tuple[int, int], repeats: int) -> float:
+    """Median ms of rounding a float confidence map back to 8-bit grey: what the pipeline
+    did for every paint frame before paint handed over its own 8-bit map."""
+    import numpy as np
+
+    from longanim.engine.pipeline import _confidence_image
+
+    w, h = size
+    conf = np.random.default_rng(1).integers(0, 256, (h, w), dtype=np.uint8).astype(np.float32)
+    conf *= 1.0 / 255.0
+    _confidence_image(conf)
+    spent = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _confidence_image(conf)
+        spent.append(time.perf_counter() - t0)
+    return statistics.median(spent) * 1e3
 
 
 # --------------------------------------------------------------------------- (d) accuracy
@@ -431,6 +508,28 @@ def main(argv=None) -> int:
         for row in _table(["figure", "global on (mean)", "global on (worst seed)", "global off (mean)",
                            "gap on-off", "target (every seed)", "verdict"], target_rows):
             say(row)
+        say()
+
+    if "f" in args.parts:
+        w, h = args.cs_size
+        rows = bench_colorspace(args.cs_size, args.cs_repeats)
+        say("## (f) Colour conversions")
+        say()
+        say(f"{w}x{h}, median of {args.cs_repeats} runs each. 'formula': the values as float32 through the "
+            "sRGB transfer function (what every frame took before); 'table': the same values in the type "
+            "the pipeline has them in (half from the EXR, 8-bit from the colorizer), looked up. The formula's "
+            "times include casting to float32, as the code before the tables did. 'same bits': the two "
+            "outputs compared bit for bit.")
+        say()
+        for row in _table(["conversion", "formula ms", "table ms", "ratio", "same bits"], [
+            [r["case"], f"{r['formula_ms']:.1f}", f"{r['table_ms']:.1f}", f"{r['formula_ms'] / r['table_ms']:.1f}x",
+             "yes" if r["same"] else "**NO**"] for r in rows
+        ]):
+            say(row)
+        say()
+        say(f"Rounding a float confidence map back to 8-bit grey, which the pipeline no longer does for `paint` "
+            f"(it hands over its own 8-bit map, `ColoredFrame.confidence8`): "
+            f"{bench_confidence_rounding(args.cs_size, args.cs_repeats):.1f} ms a {w}x{h} frame (median).")
         say()
 
     say(f"Total benchmark time: {time.perf_counter() - started:.0f} s.")

@@ -37,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
                         help=f"save the shot's memory in OUTDIR every N frames, at the end and on SIGTERM, for "
                              f"--resume and for later --frames chunks (default {CHECKPOINT_EVERY}; 0: never)")
+    parser.add_argument("--allow-gaps", action="store_true",
+                        help="colorize a sequence with frames missing from its numbering, skipping them (listed in "
+                             "report.json); without it a gap is an error naming the missing frames")
     parser.add_argument("--progress", choices=("bar", "openjd"), default="bar",
                         help="progress as a bar / log lines (default) or as Open Job Description "
                              "'openjd_progress:' and 'openjd_status:' lines on stdout (render farms)")
@@ -45,13 +48,12 @@ def add_arguments(parser) -> None:
 
 CHECKPOINT_EVERY = 25
 EXIT_CANCELLED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
+EXIT_ENGINE_FAILED = 1  # a farm task whose engine failed or went away: unlike bad input (2), worth a retry
 
 
 def run(args) -> int:
     if args.engine:
-        from longanim.remote_colorize import run_remote
-
-        return run_remote(args)
+        return _run_remote(args)
     from longanim.engine.pipeline import colorize_shot
     from longanim.engine.sequences.reader import open_sequence, parse_frame_range
     from longanim.options import parse_options, parse_refs
@@ -74,7 +76,8 @@ def run(args) -> int:
         try:
             report = colorize_shot(args.lineart, refs, args.output, backend=args.backend, backend_options=options,
                                    frames=frames, out_ext=args.ext, progress=progress, cancelled=term.is_set,
-                                   resume=args.resume, checkpoint_every=args.checkpoint_every)
+                                   resume=args.resume, checkpoint_every=args.checkpoint_every,
+                                   allow_gaps=args.allow_gaps)
         except Cancelled as exc:
             if args.progress == "openjd":
                 print(f"openjd_status: {exc}", flush=True)
@@ -94,6 +97,39 @@ def run(args) -> int:
             print(f"{len(report.needs_review)} frames need review, in {runs}: {shown}{more} "
                   "(see confidence/ and report.json)")
     return 0
+
+
+def _run_remote(args) -> int:
+    """Through an engine: the same progress lines and SIGTERM handling as in-process (a farm
+    task is cancelled the same way either way); the engine holds the shot's memory, so there
+    is no checkpoint here and --resume cannot apply. For a farm (--progress openjd) a failed
+    engine job or a lost engine exits 1, not 2: it retries 1, and 2 says the input is wrong."""
+    from longanim.engine.backends.base import Cancelled
+    from longanim.engine.errors import LonganimError
+    from longanim.engine.sequences.reader import open_sequence, parse_frame_range
+    from longanim.remote_colorize import run_remote
+
+    progress = None
+    if args.progress == "openjd":
+        frames = parse_frame_range(args.frames) if args.frames else None
+        with open_sequence(args.lineart, frames) as shot:
+            progress = OpenJDProgress(len(shot.frames))
+    if args.resume and not args.quiet:
+        print("longanim colorize: --resume has no effect through an engine (it keeps the shot's memory, "
+              "no checkpoint is written): the shot starts from its beginning", file=sys.stderr, flush=True)
+    with _TermCancels() as term:
+        try:
+            return run_remote(args, progress=progress, cancelled=term.is_set)
+        except Cancelled as exc:
+            if args.progress == "openjd":
+                print(f"openjd_status: {exc}", flush=True)
+            print(f"longanim colorize: {exc}", file=sys.stderr)
+            return EXIT_CANCELLED
+        except LonganimError as exc:
+            if isinstance(exc, InputError) or args.progress != "openjd":
+                raise
+            print(f"longanim colorize: error: {exc}", file=sys.stderr)
+            return EXIT_ENGINE_FAILED
 
 
 class OpenJDProgress:
@@ -127,7 +163,7 @@ def _with_plan(bar):
 
     def progress(event: dict) -> None:
         if event.get("stage") == "plan" and "message" in event:  # the pipeline's plan, not a backend's
-            if event.get("mode") != "fresh" or "ignored" in event.get("message", ""):
+            if event.get("mode") != "fresh" or "ignored" in event.get("message", "") or event.get("missing_frames"):
                 print(f"longanim colorize: {event['message']}", file=sys.stderr, flush=True)
         elif bar is not None:
             bar(event)

@@ -9,7 +9,7 @@ HELP = "check a LongAnimation weights folder component by component, and the GPU
 def add_arguments(parser) -> None:
     parser.add_argument("--weights", required=True, metavar="DIR",
                         help="folder laid out like the release (control_module.safetensors, glm_module.safetensors, "
-                             "CogVideoX1.5-5B-I2V/, memory_encoder/)")
+                             "CogVideoX1.5-5B-I2V/, sk_model.pth, Video_XL/VideoXL_weight_8/)")
     parser.add_argument("--require-gpu", action="store_true",
                         help="treat a missing or too small GPU as broken (default: a warning)")
     parser.add_argument("--no-gpu-check", action="store_true", help="check the weights only")

@@ -32,7 +32,9 @@ FRAME_INDEPENDENT_BACKENDS = ("passthrough",)
 USER_ERRORS = ("input_error", "forbidden", "not_found", "invalid_content", "unknown_backend", "too_large")
 
 
-def run_remote(args) -> int:
+def run_remote(args, progress=None, cancelled=None) -> int:
+    """`progress` (an OpenJD progress writer; None: a bar unless -q) gets the pipeline's
+    events; `cancelled` (the SIGTERM flag) stops the run and the engine's job between frames."""
     from longanim.engine.errors import InputError
     from longanim.protocol.client import CurveKeys, EngineClient, EngineError
 
@@ -44,23 +46,25 @@ def run_remote(args) -> int:
         with EngineClient(args.engine, timeout=timeout, curve=curve, client_name="longanim-cli") as client:
             info = client.hello()
             if "path" in info.get("capabilities", {}).get("input_kinds", []):
-                job, cached, written = _colorize_paths(client, args, timeout)
+                job, cached, written = _colorize_paths(client, args, timeout, progress, cancelled)
             else:
-                job, cached, written = _colorize_inline(client, args, timeout)
+                job, cached, written = _colorize_inline(client, args, timeout, progress, cancelled)
     except EngineError as exc:
         if exc.code in USER_ERRORS:
             raise InputError(f"engine {args.engine}: {exc}") from None
         raise LonganimError(f"engine {args.engine}: {exc}") from None
     if job.state != "done":
         raise LonganimError(f"engine job {job.id} ended {job.state}")
-    if not getattr(args, "quiet", False):
+    if progress is not None:
+        print(f"openjd_status: {written} frames colorized via {args.engine} (job {job.id})", flush=True)
+    elif not getattr(args, "quiet", False):
         seconds = time.perf_counter() - started
         print(f"{written} frames -> {args.output} in {seconds:.1f} s via {args.engine} "
               f"(job {job.id}, {cached} from the cache)", file=sys.stderr)
     return 0
 
 
-def _colorize_paths(client, args, timeout: float):
+def _colorize_paths(client, args, timeout: float, progress=None, cancelled=None):
     """The engine reads and writes the files (they lie on storage it shares)."""
     from longanim.engine.sequences.reader import parse_frame_range, parse_ref_arg
     from longanim.options import parse_options
@@ -70,21 +74,25 @@ def _colorize_paths(client, args, timeout: float):
         os.path.abspath(args.lineart), refs, os.path.abspath(args.output),
         backend=args.backend, options=parse_options(getattr(args, "set", []) or []),
         frames=parse_frame_range(args.frames) if getattr(args, "frames", None) else None,
-        out_ext=getattr(args, "ext", None), label=_label(args),
+        out_ext=getattr(args, "ext", None), label=_label(args), allow_gaps=getattr(args, "allow_gaps", False),
     )
     bar = None
     try:
         for _ in job.results(timeout=timeout):
-            if not getattr(args, "quiet", False) and job.frames_total:
+            if progress is not None:
+                progress({"stage": "frame", "done": job.frames_done})
+            elif not getattr(args, "quiet", False) and job.frames_total:
                 bar = bar or ProgressBar("colorize (engine)", job.frames_total)
                 bar.update(job.frames_done)
-    except KeyboardInterrupt:
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"cancelled after {job.frames_done} frames (the engine's job too)")
+    except (KeyboardInterrupt, Cancelled):
         _cancel(job, timeout)
         raise
     return job, job.summary.get("frames_cached", 0), job.frames_done
 
 
-def _colorize_inline(client, args, timeout: float):
+def _colorize_inline(client, args, timeout: float, progress=None, cancelled=None):
     """The in-process pipeline reads the frames and writes the results (the same files, byte
     for byte); only the colorizing happens in the engine, through `EngineBackend`."""
     from longanim.engine.pipeline import colorize_shot
@@ -95,9 +103,11 @@ def _colorize_inline(client, args, timeout: float):
     with open_sequence(args.lineart, frames) as shot:
         total = len(shot.frames)
     backend = EngineBackend(client, args.backend, parse_options(getattr(args, "set", []) or []), timeout, _label(args))
-    progress = None if getattr(args, "quiet", False) else ProgressBar("colorize (engine)", total)
+    if progress is None and not getattr(args, "quiet", False):
+        progress = ProgressBar("colorize (engine)", total)
     report = colorize_shot(args.lineart, parse_refs(args.ref), args.output, backend=backend, frames=frames,
-                           out_ext=getattr(args, "ext", None), progress=progress)
+                           out_ext=getattr(args, "ext", None), progress=progress, cancelled=cancelled,
+                           allow_gaps=getattr(args, "allow_gaps", False))
     return backend.job, backend.cached, len(report.frames)  # a warm-up's frames went to the engine, not -o
 
 
@@ -128,7 +138,7 @@ class EngineBackend(Backend):
                 yield number, rgb
 
         self.job = self.client.submit_frames(
-            numbered(), [(k.number, k.color, k.lineart) for k in keyframes], backend=self.name,
+            numbered(), [(k.number, k.color, k.lineart, k.alpha) for k in keyframes], backend=self.name,
             options=self.options, confidence=True, label=self.label, max_ahead=self.ahead(), timeout=self.timeout)
         waiting: dict = {}  # results that came before an earlier frame's (a resend)
         try:

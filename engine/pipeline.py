@@ -25,11 +25,11 @@ import numpy as np
 
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Backend, CancelFn, Cancelled, ColoredFrame, Keyframe, ProgressFn, ShotState
-from longanim.engine.sequences.colorspace import to_display_float
+from longanim.engine.sequences.colorspace import quantize, to_display_float
 from longanim.engine.errors import InputError
-from longanim.engine.sequences.image_files import ConfineFn, ImageData, atomic_write, read_image
+from longanim.engine.sequences.image_files import ConfineFn, ImageData, atomic_write, depths_for_ext, read_image
 from longanim.engine.sequences.reader import Sequence as FrameSequence
-from longanim.engine.sequences.reader import frame_number_from_path, open_sequence
+from longanim.engine.sequences.reader import frame_number_from_path, frame_ranges, open_sequence
 from longanim.engine.sequences.writer import SequenceWriter
 
 REPORT_NAME = "report.json"
@@ -55,6 +55,7 @@ class ShotReport:
     review_fraction: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
     start: dict = field(default_factory=dict)  # how the run began: fresh, resumed or warmed up
+    missing: list[int] = field(default_factory=list)  # gaps in the sequence, skipped (allow_gaps)
 
     @property
     def needs_review(self) -> list[int]:
@@ -88,6 +89,7 @@ class ShotReport:
             "needs_review": self.needs_review,
             "review_stretches": [list(r) for r in self.review_stretches],
             "review_fraction": {str(n): round(f, 5) for n, f in self.review_fraction.items()},
+            "missing_frames": self.missing,
             "seconds": round(self.seconds, 3),
             "fps": round(len(self.frames) / self.seconds, 3) if self.seconds else None,
             **({"start": self.start} if self.start.get("mode", "fresh") != "fresh" else {}),
@@ -109,6 +111,7 @@ def colorize_shot(
     confine: ConfineFn | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
+    allow_gaps: bool = False,
 ) -> ShotReport:
     """`confine` is called on every folder and file the run writes, right before it is used,
     and raises to refuse it: the engine passes its roots check, the CLI none. Either way
@@ -122,7 +125,14 @@ def colorize_shot(
     frame if there is one, else runs the frames before it from the start of the shot without
     writing them (a warm-up): the memory holds everything since the shot began, so that is
     what makes its frames equal those of one whole-shot run. `progress` is told which
-    (`{"stage": "plan", "message": ...}`)."""
+    (`{"stage": "plan", "message": ...}`).
+
+    A gap in the numbering (a frame that failed to render, a file not copied) is refused,
+    naming the missing frames: colorized through, the shot would come out with a frame
+    missing and the memory would jump across it unnoticed. With `allow_gaps` the frames
+    there are are colorized, and the gaps are listed in the report (`missing_frames`) and
+    in the plan's message. The gaps counted are those up to the run's last frame, the
+    ones before a range included: its warm-up runs through them."""
     started = time.perf_counter()
     whole = open_sequence(lineart_source)
     shot = open_sequence(lineart_source, frames) if frames else whole
@@ -130,6 +140,12 @@ def colorize_shot(
     try:
         if not refs:
             raise InputError("at least one colored reference keyframe is needed (--ref REF.png[:FRAME])")
+        gaps = [n for n in whole.missing if n <= shot.frames[-1]]
+        if gaps and not allow_gaps:
+            raise InputError(f"{whole.source}: {len(gaps)} frame{'s' if len(gaps) > 1 else ''} missing from the "
+                             f"sequence ({whole.frames[0]}-{whole.frames[-1]}): {frame_ranges(gaps)}; render or "
+                             "copy them in, or pass --allow-gaps to colorize the frames there are and list the "
+                             "gaps in report.json")
         keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
         engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
         outdir = Path(outdir)
@@ -150,16 +166,20 @@ def colorize_shot(
                 stale.unlink(missing_ok=True)
         for stale in outdir.glob(f".{checkpoint_path(outdir, shot.name).name}.partial-*"):
             stale.unlink(missing_ok=True)
-        report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes])
+        report = ShotReport(engine.name, str(lineart_source), str(outdir), keyframes=[k.number for k in keyframes],
+                            missing=gaps)
         plan = _plan_start(whole, shot, keyframes, engine, outdir, writer, resume=resume,
                            checkpointing=bool(checkpoint_every))
         report.start = plan.describe()
         if progress is not None:
-            progress({"stage": "plan", "message": plan.message(), **report.start})
-        alphas: dict[int, np.ndarray | None] = {}
+            message = plan.message()
+            if gaps:
+                message += f"; skipping {len(gaps)} missing frame{'s' if len(gaps) > 1 else ''}: {frame_ranges(gaps)}"
+            progress({"stage": "plan", "message": message, **report.start, **({"missing_frames": gaps} if gaps else {})})
+        alphas: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # see _lineart_frames
         total = len(shot.frames)
         first_written = shot.frames[0]
-        saver = _Checkpoints(plan, checkpoint_every, guard)
+        saver = _Checkpoints(plan, checkpoint_every, guard, whole)
         for n in shot.frames:
             if n in plan.done:  # written by the run this one resumes
                 _finished(report, ColoredFrame(n, None, None, {"review_fraction": plan.done[n]}), writer.path_for(n),
@@ -189,11 +209,14 @@ def colorize_shot(
                         progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
                     saver.frame_done(n, snapshot, None)
                 else:
-                    alpha = alphas.pop(n, None)
+                    film = alphas.pop(n, None)
 
-                    def write(result=result, alpha=alpha) -> Path:
-                        confidence_writer.write(result.number, _confidence_image(result.confidence))
-                        return writer.write_display(result.number, result.rgb, alpha)
+                    def write(result=result, film=film) -> Path:
+                        confidence = result.confidence8
+                        if confidence is None:
+                            confidence = _confidence_image(result.confidence)
+                        confidence_writer.write(result.number, confidence)
+                        return writer.write_display(result.number, *with_coverage(result.rgb, film))
 
                     saver.frame_computed(n, snapshot, last)
                     for done_result, path in writes.submit(result, write):
@@ -226,7 +249,7 @@ def colorize_shot(
 
 
 CHECKPOINT_FORMAT = "longanim-checkpoint"
-CHECKPOINT_VERSION = 1  # of the file: its header and how the state is stored in it
+CHECKPOINT_VERSION = 2  # of the file: its header and how the state is stored in it (2: line-art file records)
 
 
 def checkpoint_path(outdir: Path, shot_name: str) -> Path:
@@ -243,27 +266,24 @@ class Checkpoint:
     frame: int  # the state is the one after this frame
     done: dict[int, float]  # frames written in the folder by the runs that led here, review fractions
     state: ShotState
+    files: dict[str, list] = field(default_factory=dict)  # line art the state was made from (`lineart_records`)
 
 
 def shot_identity(whole: FrameSequence, keyframes: Sequence[Keyframe], engine: Backend) -> dict:
-    """What a saved state belongs to: the whole line-art sequence (its frames, size, the files'
-    names and sizes, the first and last file's bytes), the keyframes (numbers and pixels), and
-    the backend's code and options (`Backend.state_identity`). Not every line-art file's bytes:
-    reading a whole 1080p shot at every task start would cost more than the start itself."""
-    files = hashlib.sha256()
-    paths = [Path(whole.source)] if whole.is_video else [whole.path_for(n) for n in whole.frames]
-    for path in paths:
-        files.update(f"{path.name}\0{path.stat().st_size}\n".encode())
-    for path in dict.fromkeys([paths[0], paths[-1]]):  # in order: a set's order changes per process
-        files.update(hashlib.sha256(path.read_bytes()).digest())
+    """What a saved state belongs to: the line-art sequence (name, frame range, size), the
+    keyframes (numbers and pixels), and the backend's code and options (`Backend.state_identity`).
+    The line-art files are checked apart, frame by frame (`lineart_records`): only the frames up
+    to the checkpoint made its state, and a refusal can then name the frames that changed."""
     keys = hashlib.sha256()
     for key in keyframes:
         keys.update(f"{key.number}:{key.color.shape}".encode() + key.color.tobytes())
         if key.lineart is not None:
             keys.update(key.lineart.tobytes())
+        if key.alpha is not None:
+            keys.update(b"alpha" + key.alpha.tobytes())
     identity = {
         "lineart": {"name": whole.name, "frames": [whole.frames[0], whole.frames[-1], len(whole.frames)],
-                    "size": [whole.width, whole.height], "files": files.hexdigest()[:32]},
+                    "size": [whole.width, whole.height]},
         "keyframes": {"frames": [k.number for k in keyframes], "pixels": keys.hexdigest()[:32]},
         "backend_name": engine.name,
         **engine.state_identity(),
@@ -272,10 +292,10 @@ def shot_identity(whole: FrameSequence, keyframes: Sequence[Keyframe], engine: B
 
 
 def save_checkpoint(path: Path, identity: dict, frame: int, done: dict[int, float], state: ShotState,
-                    confine: ConfineFn | None = None) -> None:
+                    confine: ConfineFn | None = None, files: dict[str, list] | None = None) -> None:
     """Atomically (temp file + rename): a reader sees the old checkpoint or the new, whole."""
     header = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "identity": identity, "frame": frame,
-              "done": {str(n): f for n, f in sorted(done.items())}}
+              "done": {str(n): f for n, f in sorted(done.items())}, "files": files or {}}
     arrays = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)}
     arrays.update({f"state/{name}": value for name, value in state.items()})
 
@@ -306,11 +326,55 @@ def load_checkpoint(path: Path, identity: dict) -> Checkpoint | None:
             if differences:
                 raise CheckpointMismatch(f"{path} was saved for another run ({'; '.join(differences[:4])})")
             state = {name[len("state/"):]: z[name] for name in z.files if name.startswith("state/")}
-            return Checkpoint(int(header["frame"]), {int(n): float(f) for n, f in header["done"].items()}, state)
+            files = header.get("files")
+            if not isinstance(files, dict):
+                raise CheckpointMismatch(f"{path} holds no record of its line-art files")
+            return Checkpoint(int(header["frame"]), {int(n): float(f) for n, f in header["done"].items()}, state,
+                              files)
     except CheckpointMismatch:
         raise
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise CheckpointMismatch(f"{path} cannot be read as a checkpoint: {exc}") from exc
+
+
+def lineart_records(whole: FrameSequence, upto: int, known: dict[str, list] | None = None) -> dict[str, list]:
+    """[file name, size, modification time (ns), sha256] of the line-art file of every frame up
+    to `upto` (key: the frame number; a video: "video", its one file), `known` ones kept as they
+    are. Taken when a checkpoint is saved: each file is read once more, from the OS cache."""
+    records = dict(known or {})
+    wanted = [("video", Path(whole.source))] if whole.is_video else \
+        [(str(n), whole.path_for(n)) for n in whole.frames if n <= upto]
+    for key, path in wanted:
+        if key not in records:
+            st = path.stat()
+            records[key] = [path.name, st.st_size, st.st_mtime_ns, _file_digest(path)]
+    return records
+
+
+def changed_lineart(whole: FrameSequence, records: dict[str, list]) -> list:
+    """The frames (numbers; "video" for a video file) whose line art is no longer what `records`
+    says. A file with its recorded size and modification time is taken as unchanged without
+    reading it, so resuming a long shot costs a stat per frame; one whose time differs (copied,
+    touched) is read and compared, so only a real change refuses the checkpoint."""
+    changed: list = []
+    for key, record in records.items():
+        try:
+            name, size, mtime_ns, digest = record
+            path = Path(whole.source) if key == "video" else whole.path_for(int(key))
+            st = path.stat() if path is not None and path.name == name else None
+        except (OSError, ValueError, TypeError, InputError):
+            st = None
+        if st is None or st.st_size != size or (st.st_mtime_ns != mtime_ns and _file_digest(path) != digest):
+            changed.append(key if key == "video" else int(key))
+    return changed
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
 
 
 def _differences(saved, current, where: str = "") -> list[str]:
@@ -336,6 +400,7 @@ class _Plan:
     warm_up: int = 0  # frames colorized and not written
     checkpoint_frame: int | None = None
     identity: dict | None = None
+    files: dict[str, list] = field(default_factory=dict)  # the checkpoint's line-art records, checked
     path: Path | None = None
     note: str = ""
 
@@ -384,6 +449,15 @@ def _plan_start(whole, shot, keyframes, engine, outdir, writer, *, resume: bool,
                 raise CheckpointMismatch(f"cannot resume: {exc}; delete it to start over, or run without "
                                          "--resume") from None
             plan.note = f"ignored {plan.path.name}: {exc}"
+    changed = changed_lineart(whole, checkpoint.files) if checkpoint is not None else []
+    if changed:
+        frames = "the video file" if changed == ["video"] else f"frame{'s' if len(changed) > 1 else ''} " \
+            f"{frame_ranges(changed)}"
+        text = (f"{plan.path} was made from other line art: {frames} changed since (its memory holds the old "
+                "drawings)")
+        if resume:
+            raise CheckpointMismatch(f"cannot resume: {text}; delete it to start over, or run without --resume")
+        plan.note, checkpoint = f"ignored {plan.path.name}: {text}", None
     if checkpoint is not None and checkpoint.frame in whole:
         c = checkpoint.frame
         covered = [n for n in shot.frames if n <= c]
@@ -395,6 +469,7 @@ def _plan_start(whole, shot, keyframes, engine, outdir, writer, *, resume: bool,
             plan.warm_up = len([n for n in before if n > c])
             plan.done = {n: checkpoint.done[n] for n in covered}
             plan.inherited = {n: f for n, f in checkpoint.done.items() if n <= c}
+            plan.files = checkpoint.files
             return plan
         plan.note = (f"the checkpoint after frame {c} was not used: frames it lists as written are missing "
                      "from the output folder")
@@ -410,8 +485,10 @@ class _Checkpoints:
     a state is saved only once the frames up to it are on disk, so a checkpoint never lists a
     frame that a kill could have left unwritten."""
 
-    def __init__(self, plan: _Plan, every: int | None, guard) -> None:
+    def __init__(self, plan: _Plan, every: int | None, guard, whole: FrameSequence) -> None:
         self.plan = plan
+        self.whole = whole
+        self.files = dict(plan.files)  # line-art records, checked already or taken at a save
         self.every = every if every and plan.identity is not None else 0
         self.guard = guard
         self.done = dict(plan.inherited)
@@ -449,7 +526,10 @@ class _Checkpoints:
 
     def _save(self, frame: int, state: ShotState) -> None:
         done = {n: f for n, f in self.done.items() if n <= frame}
-        save_checkpoint(self.guard(self.plan.path), self.plan.identity, frame, done, state, confine=self.guard)
+        self.files = lineart_records(self.whole, frame, self.files)
+        files = {k: r for k, r in self.files.items() if k == "video" or int(k) <= frame}
+        save_checkpoint(self.guard(self.plan.path), self.plan.identity, frame, done, state, confine=self.guard,
+                        files=files)
         self.saved = frame
 
 
@@ -557,9 +637,15 @@ def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_fra
             raise InputError(
                 f"reference {path} is {image.width}x{image.height} but the line art is {size[0]}x{size[1]}"
             )
-        color, _ = display_rgb_on_white(image)
-        lineart, _ = display_rgb_on_white(whole.read(frame))
-        keyframes[frame] = Keyframe(frame, color, lineart)
+        color, color_alpha = display_rgb_on_white(image)
+        lineart, film = display_rgb_on_white(whole.read(frame))
+        # On transparent film the keyframe says which fills are opaque: where it is, or, for
+        # a keyframe with no alpha of its own, everywhere (its paper was painted too).
+        alpha = None
+        if film is not None:
+            alpha = (quantize(color_alpha, np.uint8) if color_alpha is not None
+                     else np.full(color.shape[:2], 255, np.uint8))
+        keyframes[frame] = Keyframe(frame, color, lineart, alpha)
     return [keyframes[n] for n in sorted(keyframes)]
 
 
@@ -586,19 +672,61 @@ def display_rgb_on_white(image: ImageData) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def _lineart_frames(shot: FrameSequence, alphas: dict) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames as the backend sees them; `alphas` gets each frame's alpha and the line art
+    on white (None for opaque line art), for the output's alpha (`with_coverage`)."""
     size = (shot.width, shot.height)
     for number in shot.frames:
         image = shot.read(number)
         if (image.width, image.height) != size:
             raise InputError(f"frame {number} is {image.width}x{image.height}, the shot is {size[0]}x{size[1]}")
-        rgb, alphas[number] = display_rgb_on_white(image)
+        rgb, alpha = display_rgb_on_white(image)
+        alphas[number] = None if alpha is None else (alpha, rgb)
         yield number, rgb
 
 
+def with_coverage(rgb: np.ndarray, film: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The color and alpha to write for a backend's frame: `film` is the line art's alpha and
+    the line art on white (None: opaque line art, no alpha to write).
+
+    A backend that decides its fills' coverage (a fourth channel, `ColoredFrame.rgb`) gets a
+    compositor's alpha: the line art's lines over the fills, each fill as opaque as the
+    keyframe region that taught its color, so a character on transparent film comes out an
+    opaque character, lines included, on transparent film. Where a fill is opaque the
+    backend's color stands; where it is film the line art's own color shows under its own
+    alpha (its color on white, less the white that showed through). Otherwise the output
+    keeps the line art's alpha as it is."""
+    rgb = np.asarray(rgb)
+    coverage = rgb.shape[2] == 4
+    if film is None:
+        return (rgb[..., :3] if coverage else rgb), None
+    line_alpha, on_white = film
+    if not coverage:
+        return rgb, line_alpha
+    color = rgb[..., :3].astype(np.float32) / np.float32(255.0) if rgb.dtype == np.uint8 else rgb[..., :3]
+    fill = rgb[..., 3].astype(np.float32) / np.float32(255.0) if rgb.dtype == np.uint8 else rgb[..., 3]
+    fill = fill[..., None]
+    a = line_alpha[..., None].astype(np.float32)
+    # Lines over fills: 1 - (1 - a)(1 - f), exactly 1 over an opaque fill and a over film.
+    alpha = np.where(fill > 0, 1.0 - (1.0 - a) * (1.0 - fill), a)
+    own = np.clip(on_white.astype(np.float32) / np.float32(255.0) - (1.0 - a), 0.0, 1.0)  # line color x its alpha
+    premultiplied = fill * color + (1.0 - fill) * own
+    straight = np.where(alpha > 0, premultiplied / np.maximum(alpha, 1e-6), color)
+    return np.clip(straight, 0.0, 1.0), alpha[..., 0]
+
+
+_DEPTH_ORDER = ("8", "16", "half", "float")
+
+
 def _output_depth(first: ImageData, ext: str) -> str:
-    if ext == "exr":
-        return first.depth if first.depth in ("half", "float") else "half"
-    return first.depth if first.depth in ("8", "16") else "16"
+    """The input's depth where the output format stores it (float TIFF stays float), else the
+    least depth of the format that loses nothing (8/16-bit to EXR: half), else its deepest
+    (float to PNG: 16-bit)."""
+    allowed = depths_for_ext(ext)
+    if first.depth in allowed:
+        return first.depth
+    rank = _DEPTH_ORDER.index(first.depth)
+    deeper = [d for d in allowed if _DEPTH_ORDER.index(d) >= rank]
+    return deeper[0] if deeper else allowed[-1]
 
 
 def input_places(lineart_folder: Path, lineart_files: Iterable[Path], refs: Iterable[Path]) -> dict[Path, str]:

@@ -472,7 +472,8 @@ class EngineClient(Connection):
         wait: bool = True,
     ) -> Job:
         """Submit inline pixels: `frames` yields (number, HxWxC array), `keyframes` holds
-        (number, color) or (number, color, lineart). `frames` is read on a worker thread
+        (number, color), (number, color, lineart) or (number, color, lineart, alpha)
+        (alpha: HxW uint8, where the keyframe is opaque, for line art on transparent film). `frames` is read on a worker thread
         (a lazy iterator may decode files) and sent in messages of at most `chunk_bytes`
         and the engine's max_message_bytes, as results stream back; `max_ahead` caps the
         frames sent before their results were taken, and as many again read ahead (None:
@@ -484,6 +485,8 @@ class EngineClient(Connection):
             entry = {"number": int(kf[0]), "color": M.array_desc(kf[1], kf_bufs)}
             if len(kf) > 2 and kf[2] is not None:
                 entry["lineart"] = M.array_desc(kf[2], kf_bufs)
+            if len(kf) > 3 and kf[3] is not None:
+                entry["alpha"] = M.array_desc(kf[3], kf_bufs)
             kf_content.append(entry)
         content = {
             "backend": backend,
@@ -513,15 +516,18 @@ class EngineClient(Connection):
         frames: tuple[int, int] | None = None,
         out_ext: str | None = None,
         label: str = "",
+        allow_gaps: bool = False,
         timeout: float | None = None,
         wait: bool = True,
     ) -> Job:
         """Submit files on storage the engine shares (absolute paths inside its --roots);
-        the engine writes the output files itself. `wait` as for `submit_frames`."""
+        the engine writes the output files itself. `allow_gaps`: skip (and report) frames
+        missing from the numbering instead of failing. `wait` as for `submit_frames`."""
         content = {
             "backend": backend,
             "options": dict(options or {}),
-            "input": {"kind": "path", "lineart": lineart, "frames": list(frames) if frames else None},
+            "input": {"kind": "path", "lineart": lineart, "frames": list(frames) if frames else None,
+                      "allow_gaps": bool(allow_gaps)},
             "refs": [{"path": str(p), "frame": f} for p, f in refs],
             "output": {"kind": "path", "path": output, "ext": out_ext},
             "label": label,

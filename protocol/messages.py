@@ -141,15 +141,19 @@ def validate_submit(msg: Message) -> None:
             where = f"keyframes[{i}]"
             if not isinstance(kf, dict):
                 raise invalid(f"{where} must be a map")
-            check_fields(kf, {"number": (_INT, True), "color": (_MAP, True), "lineart": ((dict, type(None)), False)}, where)
+            check_fields(kf, {"number": (_INT, True), "color": (_MAP, True), "lineart": ((dict, type(None)), False),
+                              "alpha": ((dict, type(None)), False)}, where)
             check_number(kf["number"], f"{where}.number")
             check_array(kf["color"], msg.buffers, f"{where}.color")
             if kf.get("lineart") is not None:
                 check_array(kf["lineart"], msg.buffers, f"{where}.lineart")
+            if kf.get("alpha") is not None:
+                check_array(kf["alpha"], msg.buffers, f"{where}.alpha")
         if content.get("refs"):
             raise invalid("refs (keyframe paths) need a path input; send keyframes inline")
     elif kind == "path":
-        check_fields(inp, {"lineart": (_STR, True), "frames": ((list, type(None)), False)}, "input")
+        check_fields(inp, {"lineart": (_STR, True), "frames": ((list, type(None)), False), "allow_gaps": (_BOOL, False)},
+                     "input")
         rng = inp.get("frames")
         if rng is not None:
             if len(rng) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in rng):

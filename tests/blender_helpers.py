@@ -1,11 +1,12 @@
 """Real Blender for the extension's tests: a Python with `bpy` (Blender as a module), and the
 Blender-side driver that runs inside it.
 
-bpy 5.0.1 needs numpy < 2 while the project's environment has numpy >= 2 (opencv), so bpy
-lives in a virtual environment of its own, as Blender's Python lives apart from the
-engine's in real use: `$LONGANIM_BPY_PYTHON` if set, else plugins/blender/build/bpy-5.0.1
-(made here with `pip install bpy==5.0.1` on first use; `LONGANIM_BPY_INSTALL=0` forbids
-that). That venv has no pyzmq or msgpack: the extension installs them from its own wheels.
+bpy (5.0.1 and 4.5.15 LTS) needs numpy < 2 while the project's environment has numpy >= 2
+(opencv), so each bpy lives in a virtual environment of its own, as Blender's Python lives
+apart from the engine's in real use: `$LONGANIM_BPY_PYTHON` if set, else
+plugins/blender/build/bpy-VERSION (made here with `pip install bpy==VERSION` on first use;
+`LONGANIM_BPY_INSTALL=0` forbids that). Those venvs have no pyzmq or msgpack: the extension
+installs them from its own wheels.
 
 Run as a script by that Python (`python blender_helpers.py SPEC.json`), this file is the
 driver: it installs the built extension zip, builds a Grease Pencil scene, and runs the
@@ -22,37 +23,48 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BPY_VERSION = "5.0.1"
-BPY_VENV = REPO / "plugins" / "blender" / "build" / f"bpy-{BPY_VERSION}"
+BPY_VERSIONS = ("5.0.1", "4.5.15")  # Blender 5.x and 4.5 LTS, both on Python 3.11 as modules
+BUILD = REPO / "plugins" / "blender" / "build"
 OBJECT = "Character"
 FRAMES = (1001, 1024)  # 24 frames, film-style numbering
-KEY_FRAME = 1001
 RESOLUTION = (320, 180)
 # Fills of the painted keyframe (sRGB 0-255); lines are black.
 SKIN = (240, 170, 120)
 SHIRT = (40, 90, 200)
+BALL = (60, 180, 70)  # a ball that appears at BALL_FROM: only the second keyframe shows its color
+BALL_FROM = 1013
+KEY_FRAMES = (FRAMES[0], FRAMES[1])  # both painted (rendered with fills on)
 
 
-def bpy_python() -> tuple[str | None, str]:
-    """(path of a Python that imports bpy, or None, and why not / how it was found)."""
+def bpy_versions() -> list[str]:
+    """The Blender versions the tests run in: `$LONGANIM_BPY_VERSIONS` (comma-separated), else
+    5.0 and 4.5 LTS; with `$LONGANIM_BPY_PYTHON` only that Python ("env")."""
+    if os.environ.get("LONGANIM_BPY_PYTHON"):
+        return ["env"]
+    return [v.strip() for v in os.environ.get("LONGANIM_BPY_VERSIONS", ",".join(BPY_VERSIONS)).split(",") if v.strip()]
+
+
+def bpy_python(version: str = BPY_VERSIONS[0]) -> tuple[str | None, str]:
+    """(path of a Python that imports bpy `version`, or None, and why not / how it was found)."""
     explicit = os.environ.get("LONGANIM_BPY_PYTHON")
     if explicit:
         return explicit, "LONGANIM_BPY_PYTHON"
-    py = BPY_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    venv = BUILD / f"bpy-{version}"
+    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if py.exists() and _imports_bpy(py):
-        return str(py), f"{BPY_VENV}"
+        return str(py), f"{venv}"
     if os.environ.get("LONGANIM_BPY_INSTALL") == "0":
         return None, "no bpy Python (set LONGANIM_BPY_PYTHON, or allow installing with LONGANIM_BPY_INSTALL=1)"
     t0 = time.monotonic()
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(BPY_VENV)], check=True, capture_output=True, timeout=120)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", f"bpy=={BPY_VERSION}"],
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", f"bpy=={version}"],
                               capture_output=True, text=True, timeout=1200)
     except (subprocess.SubprocessError, OSError) as exc:
         return None, f"could not make a bpy venv: {exc}"
     if proc.returncode != 0 or not _imports_bpy(py):
-        return None, f"pip install bpy=={BPY_VERSION} failed (registry unreachable?): {proc.stderr.strip()[-500:]}"
-    return str(py), f"installed bpy {BPY_VERSION} into {BPY_VENV} in {time.monotonic() - t0:.0f} s"
+        return None, f"pip install bpy=={version} failed (registry unreachable?): {proc.stderr.strip()[-500:]}"
+    return str(py), f"installed bpy {version} into {venv} in {time.monotonic() - t0:.0f} s"
 
 
 def _imports_bpy(py: Path) -> bool:
@@ -67,7 +79,8 @@ def run_driver(python: str, spec: dict, tmp: Path, timeout: float = 170.0) -> di
     spec_path = tmp / "spec.json"
     spec = {**spec, "out": str(tmp / "driver-out.json")}
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp / "blender-user"), "PYTHONNOUSERSITE": "1"}
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp / "blender-user"), "PYTHONNOUSERSITE": "1",
+           "XDG_CACHE_HOME": str(tmp / "xdg-cache")}  # a local engine's result cache stays in tmp
     env.pop("PYTHONPATH", None)  # nothing of the project's environment: the extension brings its own
     proc = subprocess.run([python, str(Path(__file__)), str(spec_path)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(tmp))
@@ -96,7 +109,7 @@ def _build_scene(bpy, folder: Path):
         else bpy.data.grease_pencils.new(OBJECT)
     obj = bpy.data.objects.new(OBJECT, data)
     scene.collection.objects.link(obj)
-    for name, fill in (("Skin", SKIN), ("Shirt", SHIRT)):
+    for name, fill in (("Skin", SKIN), ("Shirt", SHIRT), ("Ball", BALL)):
         mat = bpy.data.materials.new(name)
         bpy.data.materials.create_gpencil_data(mat)
         gp = mat.grease_pencil
@@ -112,7 +125,12 @@ def _build_scene(bpy, folder: Path):
         head = [(x + 0.45 * math.cos(2 * math.pi * k / 32), 0, 0.85 + z + 0.45 * math.sin(2 * math.pi * k / 32))
                 for k in range(32)]
         body = [(x - 0.5, 0, 0.3 + z), (x + 0.5, 0, 0.3 + z), (x + 0.6, 0, -1.0 + z), (x - 0.6, 0, -1.0 + z)]
-        for points, material in ((head, 0), (body, 1)):
+        parts = [(head, 0), (body, 1)]
+        if number >= BALL_FROM:  # a ball rolls in behind the character
+            bx = 1.7 - 0.05 * (number - BALL_FROM)
+            parts.append(([(bx + 0.3 * math.cos(2 * math.pi * k / 24), 0, -0.7 + 0.3 * math.sin(2 * math.pi * k / 24))
+                           for k in range(24)], 2))
+        for points, material in parts:
             drawing.add_strokes([len(points)])
             stroke = drawing.strokes[len(drawing.strokes) - 1]
             for p, pos in zip(stroke.points, points):
@@ -136,11 +154,30 @@ class _Event:
         self.type, self.value = type, value
 
 
+def _blocking_renders(bpy, scene, seconds: float) -> int:
+    """What an F12 render in a script, or a long dialog, does to the add-on: Blender's main
+    thread is busy for `seconds` and no timer fires. Real renders of the scene (Workbench:
+    EEVEE compiles shaders for minutes on software OpenGL)."""
+    engine, scene.render.engine = scene.render.engine, "BLENDER_WORKBENCH"
+    t0, n = time.monotonic(), 0
+    try:
+        while time.monotonic() - t0 < seconds:
+            bpy.ops.render.render()
+            n += 1
+    finally:
+        scene.render.engine = engine
+    return n
+
+
 def _drive_modal(bpy, op_cls, object_name: str, cancel_after_results: int | None = None,
-                 tick_s: float = 0.05, limit_s: float = 120.0) -> dict:
-    """The operator's own `_start` (what invoke does before adding its timer) and `modal`,
-    called with TIMER events every `tick_s` as the window manager's timer would (bpy as a
-    module has no event loop, so no timer fires by itself), and with an ESC press to cancel."""
+                 pause: dict | None = None, tick_s: float = 0.05, limit_s: float = 120.0) -> dict:
+    """The operator's own methods, as `invoke` and the window manager would call them:
+    `_start` and `_begin_modal` (a real window-manager timer and progress bar, on the
+    startup file's window), then `modal` with a TIMER event every `tick_s`, an ESC press to
+    cancel, and `_finish` (which removes the real timer). What stays unexercised: bpy as a
+    module has no event loop, so Blender itself neither delivers the timer's events nor
+    calls invoke (an INVOKE call without a window's event state is refused), and
+    modal_handler_add needs an operator instance that only Blender creates."""
     reports = []
 
     class Driver:  # stands in for the operator instance: the methods are the operator's
@@ -149,29 +186,52 @@ def _drive_modal(bpy, op_cls, object_name: str, cancel_after_results: int | None
     driver = Driver()
     driver.object_name = object_name
     driver.report = lambda kind, text: reports.append((sorted(kind)[0], text))
-    for name in ("_start", "modal", "_show", "_finish", "cancel"):
+    for name in ("_start", "_begin_modal", "modal", "_show", "_finish", "cancel"):
         setattr(Driver, name, getattr(op_cls, name))
-    ctx = bpy.context
-    t0 = time.monotonic()
-    session = driver._start(ctx)
-    ret, esc_sent, job_id = None, False, None
-    while time.monotonic() - t0 < limit_s:
-        started = time.monotonic()
-        if cancel_after_results is not None and not esc_sent and session.results >= cancel_after_results:
-            job_id = session.job.id
-            ret = driver.modal(ctx, _Event("ESC", "PRESS"))
-            esc_sent = True
-        else:
-            ret = driver.modal(ctx, _Event("TIMER"))
-        if ret != {"PASS_THROUGH"}:
-            break
-        time.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+    window = bpy.context.window_manager.windows[0]
+    paused, hitched = {}, False
+    with bpy.context.temp_override(window=window):
+        ctx = bpy.context
+        t0 = time.monotonic()
+        session = driver._start(ctx)
+        driver._begin_modal(ctx)
+        timer_real = type(driver._timer).__name__
+        ret, esc_sent, job_id = None, False, None
+        while time.monotonic() - t0 < limit_s:
+            started = time.monotonic()
+            if (pause and not hitched and session.rendered >= pause["at_rendered"] and session.job is not None
+                    and session.job.id is None):
+                # The client sends frames that come faster than its flush interval (0.5 s) in one
+                # message: a short hitch first makes it submit what it holds, so the long pause
+                # below finds a job the engine holds open for more frames.
+                time.sleep(1.0)
+                hitched = True
+            if (pause and not paused and session.state == "render" and session.job is not None
+                    and session.job.id is not None and session.rendered >= pause["at_rendered"]):
+                # the engine holds the job and waits for the frames still to come
+                paused = {"job_id": session.job.id, "state": session.state, "rendered": session.rendered,
+                          "results": session.results}
+                t = time.monotonic()
+                paused["renders"] = _blocking_renders(bpy, ctx.scene, pause["seconds"])
+                paused["seconds"] = time.monotonic() - t
+            if cancel_after_results is not None and not esc_sent and session.results >= cancel_after_results:
+                job_id = session.job.id
+                ret = driver.modal(ctx, _Event("ESC", "PRESS"))
+                esc_sent = True
+            else:
+                ret = driver.modal(ctx, _Event("TIMER"))
+            if ret != {"PASS_THROUGH"}:
+                break
+            time.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+        timer_removed = driver._timer is None
     by_state: dict[str, list[float]] = {}
     for state, seconds in session.tick_times:
         by_state.setdefault(state, []).append(seconds)
     return {"ret": sorted(ret or []), "outcome": session.outcome, "message": session.message,
             "reports": reports, "elapsed_s": time.monotonic() - t0, "job_id": job_id or (session.job.id if session.job else None),
             "results": session.results, "cached": session.cached, "rendered": session.rendered,
+            "timer": timer_real, "timer_removed": timer_removed, "paused": paused,
+            "resubmitted": session.resubmitted, "jobs_lost": session.jobs_lost, "mode": session.mode,
             "tick_max_ms": {k: 1000 * max(v) for k, v in by_state.items()},
             "tick_median_ms": {k: 1000 * sorted(v)[len(v) // 2] for k, v in by_state.items()},
             "ticks": {k: len(v) for k, v in by_state.items()},
@@ -201,17 +261,48 @@ def _main(spec_path: str) -> None:
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     prefs = bpy.context.preferences.addons[module].preferences
     bpy.context.view_layer.objects.active = obj
-    scene.longanim.key_frame = KEY_FRAME
+    defaults = {"props": {name: getattr(scene.longanim, name) for name in
+                          ("use_scene_range", "frame_start", "frame_end", "output_dir", "output_format")},
+                "prefs": {name: getattr(prefs, name) for name in ("path_roots", "engine_python")}}
 
     for step in spec["steps"]:
         kind = step["kind"]
-        prefs.engine_url = step.get("url", spec.get("url", ""))
-        prefs.timeout = step.get("timeout", 5.0)
-        scene.longanim.output_name = step.get("name", OBJECT)
-        scene.longanim.use_cache = step.get("cache", True)
+        if module in bpy.context.preferences.addons:  # (not after the `disable` step)
+            prefs.engine_url = step.get("url", spec.get("url", ""))
+            prefs.timeout = step.get("timeout", 5.0)
+            scene.longanim.output_name = step.get("name", OBJECT)
+            scene.longanim.use_cache = step.get("cache", True)
+            scene.longanim.key_frames = step.get("keys", ", ".join(map(str, KEY_FRAMES)))
+            for name, value in {**defaults["props"], **step.get("props", {})}.items():
+                setattr(scene.longanim, name, value)
+            for name, value in {**defaults["prefs"], **step.get("prefs", {})}.items():
+                setattr(prefs, name, value)
         if kind == "modal":
             out[step["id"]] = _drive_modal(bpy, ops.LONGANIM_OT_colorize_shot, OBJECT,
-                                           cancel_after_results=step.get("cancel_after_results"))
+                                           cancel_after_results=step.get("cancel_after_results"),
+                                           pause=step.get("pause"))
+        elif kind == "start_engine":  # Preferences > Start (background mode: waits until it answers)
+            ret = bpy.ops.longanim.start_engine(wait_s=90.0)
+            local = importlib.import_module(module + ".local_engine")
+            out[step["id"]] = {"ret": sorted(ret), "pid": local.pid(), "state": local.state(),
+                               "log": str(local.log_path()), "log_tail": local.log_tail()}
+        elif kind == "stop_engine":
+            local = importlib.import_module(module + ".local_engine")
+            pid = local.pid()
+            ret = bpy.ops.longanim.stop_engine()
+            out[step["id"]] = {"ret": sorted(ret), "pid": pid, "state": local.state()}
+        elif kind == "disable":  # Preferences > Add-ons: untick (unregister stops the local engine)
+            local = importlib.import_module(module + ".local_engine")
+            pid = local.pid()
+            bpy.ops.preferences.addon_disable(module=module)
+            out[step["id"]] = {"pid": pid, "state": local.state(), "enabled": module in bpy.context.preferences.addons}
+        elif kind == "enable":
+            bpy.ops.preferences.addon_enable(module=module)
+            prefs = bpy.context.preferences.addons[module].preferences
+            out[step["id"]] = {"enabled": module in bpy.context.preferences.addons}
+        elif kind == "leave_engine":  # the driver ends (Blender quits) with the engine running
+            local = importlib.import_module(module + ".local_engine")
+            out[step["id"]] = {"pid": local.pid(), "state": local.state()}
         elif kind == "operator":  # a script's / `blender -b --python-expr` call: blocks, raises on failure
             t = time.monotonic()
             try:
@@ -223,6 +314,8 @@ def _main(spec_path: str) -> None:
             last = ops.last_run.get(scene.name)
             out[step["id"]]["cached"] = last.cached if last else None
             out[step["id"]]["job_id"] = last.job.id if last and last.job else None
+            out[step["id"]]["mode"] = last.mode if last else None
+            out[step["id"]]["message"] = last.message if last else None
         elif kind == "truth":  # the same frames rendered with their fills on: what the colors should be
             from importlib import import_module
 
@@ -245,8 +338,12 @@ def _main(spec_path: str) -> None:
                 info["colored_range"] = [col.frame_start, col.frame_offset, col.frame_duration] if col else None
                 conf = nodes.get("Confidence")
                 info["confidence_image"] = bpy.path.abspath(conf.image.filepath) if conf and conf.image else None
+                over = nodes.get("Over Line Art")
+                info["over_inputs"] = [[i, sock.name, [l.from_node.name for l in sock.links]]
+                                       for i, sock in enumerate(over.inputs)] if over else None
                 info["links"] = sorted(f"{l.from_node.name}.{l.from_socket.name}->{l.to_node.name}.{l.to_socket.name}"
                                        for l in group.links)
+                info["colored_colorspace"] = col.image.colorspace_settings.name if col and col.image else None
                 tree = getattr(scene, "compositing_node_group", None) or getattr(scene, "node_tree", None)
                 info["scene_node"] = bool(tree and tree.nodes.get("LongAnimation Colorize"))
                 # the restored scene: the isolated render must leave nothing changed

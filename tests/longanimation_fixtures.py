@@ -3,7 +3,9 @@
 control_module.safetensors / glm_module.safetensors carry the release's key
 names at tiny dims (the dims go in the optional json overrides beside them);
 the CogVideoX1.5-style base folders are saved with save_pretrained, so the
-real loading path runs in tests.
+real loading path runs in tests. sk_model.pth is the line-art network at its
+real size (4.3M parameters, the checkpoint's keys and shapes), saved with
+`torch.save` as the published file is.
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ def _tokenizer(folder: Path) -> None:
     ).save_pretrained(folder)
 
 
+def write_lineart_network(path: Path, seed: int = 0) -> Path:
+    """A random line-art network in sk_model.pth's format. The output bias is raised so that about
+    40% of a frame falls under the 0.78 cut: a sketch with both strokes and paper."""
+    import torch
+
+    from longanim.engine.backends.longanimation.lineart_network import LineartNetwork
+
+    torch.manual_seed(seed)
+    net = LineartNetwork()
+    with torch.no_grad():
+        net.model4[1].bias += 1.5
+    torch.save(net.state_dict(), str(path))
+    return path
+
+
 def write_tiny_weights(root: Path, seed: int = 0) -> Path:
     """A complete tiny weights folder at `root`; returns it."""
     import torch
@@ -79,7 +96,13 @@ def write_tiny_weights(root: Path, seed: int = 0) -> Path:
     from longanim.engine.backends.longanimation.dglm import DynamicGlobalLocalMemory
     from longanim.engine.backends.longanimation.memory_encoder import LightMemoryEncoder
     from longanim.engine.backends.longanimation.sketch_dit import SketchDiT
-    from longanim.engine.backends.longanimation.weights import BASE_FOLDER, CONTROL_FILE, GLM_FILE, MEMORY_FOLDER
+    from longanim.engine.backends.longanimation.weights import (
+        BASE_FOLDER,
+        CONTROL_FILE,
+        GLM_FILE,
+        LINEART_FILE,
+        MEMORY_FOLDER,
+    )
 
     root = Path(root)
     base = root / BASE_FOLDER
@@ -92,6 +115,7 @@ def write_tiny_weights(root: Path, seed: int = 0) -> Path:
     ).save_pretrained(base / "text_encoder")
     _tokenizer(base / "tokenizer")
     LightMemoryEncoder(**TINY_MEMORY_ENCODER).save_pretrained(root / MEMORY_FOLDER)
+    write_lineart_network(root / LINEART_FILE, seed)
 
     sketch = _randomize(SketchDiT(**TINY_SKETCH_DIT), seed + 1)
     save_file({k: v.contiguous() for k, v in sketch.state_dict().items()}, str(root / CONTROL_FILE))

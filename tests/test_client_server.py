@@ -144,6 +144,11 @@ def test_failed_job_reports_its_error(client):
     with pytest.raises(EngineError, match="HxWx3 uint8"):
         list(job.results(timeout=30))
     assert job.state == "failed" and job.error["code"] == "invalid_content"
+    rgb = np.zeros((8, 8, 3), np.uint8)  # a keyframe alpha that does not fit its color
+    bad_alpha = client.submit_frames([(1, rgb)], [(1, rgb, None, np.zeros((8, 9), np.uint8))],
+                                     backend="paint", cache=False)
+    assert bad_alpha.wait(30) == "failed" and bad_alpha.error["code"] == "invalid_content"
+    assert "keyframe 1 alpha" in bad_alpha.error["message"] and "[8, 9]" in bad_alpha.error["message"]
     bad_option = client.submit_frames([(1, np.zeros((8, 8, 3), np.uint8))], backend="paint",
                                       options={"gap_close": 99}, cache=False)
     assert bad_option.wait(30) == "failed" and "gap_close" in bad_option.error["message"]

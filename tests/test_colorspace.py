@@ -117,3 +117,56 @@ def test_from_display_rejects_bad_targets(depth, colorspace, match):
 def test_from_display_rejects_bad_shapes():
     with pytest.raises(InputError, match="shape"):
         from_display_float(np.zeros((2, 2, 2), np.float32), "8", "srgb")
+
+
+# The lookup tables for half and 8-bit values must give the transfer function's own bits.
+
+def _every_half(channels: int) -> np.ndarray:
+    """Every one of the 65,536 half floats (NaNs, infinities, negatives and subnormals
+    included) in each colour channel, at shuffled places."""
+    rng = np.random.default_rng(7)
+    bits = np.stack([rng.permutation(65536) for _ in range(channels)], axis=-1).astype(np.uint16)
+    return bits.reshape(256, 256, channels).view(np.float16)
+
+
+def test_half_exr_to_display_is_the_transfer_functions_bits():
+    pixels = _every_half(3)
+    looked_up = to_display_float(ImageData(pixels, "linear"))
+    computed = to_display_float(ImageData(pixels.astype(np.float32), "linear"))  # float32: no table
+    assert looked_up.dtype == np.float32
+    np.testing.assert_array_equal(looked_up.view(np.uint32), computed.view(np.uint32))
+
+
+def test_half_rgba_to_display_is_the_transfer_functions_bits():
+    pixels = _every_half(4)
+    alpha = pixels[..., 3]
+    alpha[:64] = 1.0  # opaque rows, clear rows, soft rows (and, from the shuffle, every odd alpha)
+    alpha[64:128] = 0.0
+    alpha[128:160] = np.float16(0.37)
+    looked_up = to_display_float(ImageData(pixels, "linear"))
+    computed = to_display_float(ImageData(pixels.astype(np.float32), "linear"))
+    np.testing.assert_array_equal(looked_up.view(np.uint32), computed.view(np.uint32))
+
+
+@pytest.mark.parametrize("depth", ["half", "float"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_8bit_display_to_linear_is_the_transfer_functions_bits(depth, channels):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (64, 256, channels), dtype=np.uint8)
+    rgb[0, :, :3] = np.arange(256)[:, None]  # every value
+    looked_up = from_display_float(rgb, depth, "linear")
+    computed = from_display_float(rgb.astype(np.float32) / np.float32(255), depth, "linear")
+    assert looked_up.dtype == computed.dtype
+    np.testing.assert_array_equal(looked_up, computed)
+
+
+def test_8bit_display_with_a_separate_alpha_is_premultiplied_as_before():
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    alpha = rng.random((32, 64), dtype=np.float32)
+    alpha[:8] = 1.0
+    computed = from_display_float(np.concatenate([rgb / np.float32(255), alpha[..., None]], axis=-1), "half", "linear")
+    np.testing.assert_array_equal(from_display_float(rgb, "half", "linear", alpha=alpha), computed)
+    # Display formats: the same 8-bit colour and the alpha quantized beside it.
+    png = from_display_float(rgb, "8", "srgb", alpha=alpha)
+    assert png.shape == (32, 64, 4) and np.array_equal(png[..., :3], rgb)

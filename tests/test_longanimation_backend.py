@@ -277,7 +277,10 @@ def test_keyframe_outside_the_shot_nearest_leads(backend, monkeypatch):
     assert [c.number for c in out] == list(range(1001, 1007))
     ((ref_rgb, ref_mask),) = references
     np.testing.assert_array_equal(ref_rgb, near.color)
-    assert ref_mask[8].all() and ref_mask.sum() == 16  # the keyframe's own line art was read
+    # As the release does, the reference's sketch is the line-art network's reading of its colors.
+    pipe = backend.pipeline()
+    np.testing.assert_array_equal(ref_mask, pipe.line_masks(near.color[None])[0])
+    assert not np.array_equal(ref_mask, pipe.line_masks(lines[None])[0])
 
 
 def test_streams_through_a_real_engine(weights, tmp_path):
@@ -300,3 +303,98 @@ def test_streams_through_a_real_engine(weights, tmp_path):
     expected = {c.number: c.rgb for c in local.colorize(frames, [Keyframe(1001, shot.color(0))])}
     for r in results:  # same seed, same weights: the engine's frames are the in-process ones
         np.testing.assert_array_equal(r.rgb, expected[r.number])
+
+
+def test_trained_resolution_by_default(weights):
+    assert create_backend("longanimation", weights=str(weights), device="cpu").resolution == (576, 1024)
+    assert create_backend("longanimation", weights=str(weights), resolution="768x1360").resolution == (768, 1360)
+    assert create_backend("longanimation", weights=str(weights), resolution="input").resolution == (None, None)
+    with pytest.raises(BackendError, match="HEIGHTxWIDTH"):
+        create_backend("longanimation", weights=str(weights), resolution="720p")
+
+
+def test_the_crop_maps_back_to_the_input_size_and_numbers(weights):
+    shot = make_shot(6, 48, 32, 0)  # 3:2 into a square model size: columns cropped
+    frames = [(2001 + 2 * i, shot.lineart(i)) for i in range(6)]
+    b = create_backend("longanimation", weights=str(weights), tiny=True, device="cpu", resolution="32x32")
+    log = []
+    out = list(b.colorize(frames, [Keyframe(2001, shot.color(0))], progress=log.append))
+    assert [c.number for c in out] == [n for n, _ in frames]
+    assert all(c.rgb.shape == (32, 48, 3) for c in out)
+    assert next(e for e in log if isinstance(e, dict) and e.get("stage") == "plan")["model_size"] == [32, 32]
+    confidence = out[3].confidence
+    assert confidence[:, 8:40].all() and not confidence[:, :8].any() and not confidence[:, 40:].any()
+    np.testing.assert_array_equal(out[3].rgb[:, 0], out[3].rgb[:, 7])  # the cut-off margin repeats the edge
+    assert out[0].confidence.all()  # the painted keyframe, as painted
+
+
+def test_a_color_clip_is_sketched_by_the_line_art_network(backend, monkeypatch):
+    """The reference's own input: color frames go through the same network as line art does."""
+    seen = []
+    original = LongAnimationPipeline.generate_run
+
+    def spy(self, masks, length, *args, **kwargs):
+        seen.extend(masks(i).copy() for i in range(length))
+        return original(self, masks, length, *args, **kwargs)
+
+    monkeypatch.setattr(LongAnimationPipeline, "generate_run", spy)
+    shot = make_shot(5, 16, 16, 2)
+    colors = [shot.color(i) for i in range(5)]
+    out = list(backend.colorize(list(enumerate(colors)), [Keyframe(0, colors[0])]))
+    assert len(out) == 5
+    expected = backend.pipeline().line_masks(np.stack(colors))
+    np.testing.assert_array_equal(np.stack(seen), expected)
+    assert 0 < expected.mean() < 1
+
+
+def test_video_xl_feeds_the_dglm_end_to_end(weights, tmp_path, monkeypatch):
+    """A weights folder with a (tiny) Video-XL instead of memory_encoder/: the DGLM reads its cache."""
+    import json
+    import shutil
+    import types
+
+    from longanimation_fixtures import TINY_DGLM, _randomize
+    from safetensors.torch import save_file
+    from test_longanimation_videoxl import TINY_RATIO, write_tiny_release
+
+    from longanim.engine.backends.longanimation import videoxl
+    from longanim.engine.backends.longanimation import weights as W
+    from longanim.engine.backends.longanimation.dglm import DynamicGlobalLocalMemory
+    from longanim.engine.backends.longanimation.memory_encoder import FrameStoreBank
+
+    root = tmp_path / "weights"
+    shutil.copytree(weights, root)
+    shutil.rmtree(root / W.MEMORY_FOLDER)
+    write_tiny_release(root)
+    kv_dim = 16  # the tiny Video-XL's 2 KV heads x 8
+    glm_config = dict(TINY_DGLM, memory_dim=kv_dim)
+    glm = _randomize(DynamicGlobalLocalMemory(**glm_config), 5)
+    save_file({k: v.contiguous() for k, v in glm.state_dict().items()}, str(root / W.GLM_FILE))
+    (root / W.GLM_FILE).with_suffix(".json").write_text(json.dumps(glm_config))
+    # The tiny Video-XL compresses 4:1 (4 tokens a frame); the release's ratio 8 is the module's default.
+    monkeypatch.setattr(W, "videoxl_module", lambda: types.SimpleNamespace(
+        check_videoxl=lambda r: videoxl.check_videoxl(r, compression_ratio=TINY_RATIO),
+        load_videoxl_encoder=lambda r, dtype: videoxl.load_videoxl_encoder(r, dtype, compression_ratio=TINY_RATIO),
+    ))
+    memories = []
+    original = LongAnimationPipeline._denoise_segment
+
+    def spy(self, sketch, first, ref_latent, bank, *args):
+        assert isinstance(bank, FrameStoreBank)
+        if len(bank):
+            memories.append(bank.memory("cpu", torch.float32))
+        return original(self, sketch, first, ref_latent, bank, *args)
+
+    monkeypatch.setattr(LongAnimationPipeline, "_denoise_segment", spy)
+    b = create_backend("longanimation", weights=str(root), tiny=True, device="cpu", dtype="fp32")
+    out = list(b.colorize(_shot(30), [_key(0, 30)]))
+    assert len(out) == 30 and len(memories) >= 2
+    for global_memory, local_memory in memories:
+        assert global_memory.shape[:3] == (1, 2, 3) and global_memory.shape[-1] == kv_dim
+        assert local_memory.shape[:3] == (1, 2, 3) and local_memory.shape[-1] == kv_dim
+    assert memories[1][0].shape[3] > memories[0][0].shape[3]  # more frames read as the shot goes on
+
+    from longanim.engine.backends.longanimation.doctor import check_weights
+
+    checks = {c.name: c for c in check_weights(root)}
+    assert checks["Video-XL memory encoder (Video_XL/VideoXL_weight_8)"].status == "ok"

@@ -105,15 +105,18 @@ def test_png16_with_alpha_keeps_alpha_and_depth(tmp_path):
 
     src = write_lineart(tmp_path / "in", convert=rgba16)
     ref = write_ref(tmp_path / "ref.png", 0)
-    out = tmp_path / "out"
-    colorize_shot(src, [RefSpec(ref, FIRST)], out)
-    for n in (FIRST, FIRST + N - 1):
-        px = read_image(out / f"shot.{n}.png").pixels
-        assert px.dtype == np.uint16 and px.shape == (H, W, 4)
-        np.testing.assert_array_equal(px[..., 3], alpha)
-    key = read_image(out / f"shot.{FIRST}.png").pixels
-    opaque = alpha == 65535
-    np.testing.assert_array_equal(key[..., :3][opaque], toy(0).astype(np.uint16)[opaque] * 257)
+    # output_alpha=lineart: the line art's own alpha, as it is (the default decides it per fill: an
+    # opaque keyframe, as here, paints every fill opaque; see test_alpha.py).
+    for alpha_option, want in (("lineart", alpha), ("keyframe", np.full_like(alpha, 65535))):
+        out = tmp_path / alpha_option
+        colorize_shot(src, [RefSpec(ref, FIRST)], out, backend_options={"output_alpha": alpha_option})
+        for n in (FIRST, FIRST + N - 1):
+            px = read_image(out / f"shot.{n}.png").pixels
+            assert px.dtype == np.uint16 and px.shape == (H, W, 4)
+            np.testing.assert_array_equal(px[..., 3], want)
+        key = read_image(out / f"shot.{FIRST}.png").pixels
+        opaque = alpha == 65535
+        np.testing.assert_array_equal(key[..., :3][opaque], toy(0).astype(np.uint16)[opaque] * 257)
 
 
 def test_exr_half_linear_in_linear_out(tmp_path):

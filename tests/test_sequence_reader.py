@@ -349,3 +349,10 @@ def test_folder_with_only_a_video_says_to_pass_it(tmp_path):
     (tmp_path / "take.mov").write_bytes(b"x")
     with pytest.raises(InputError, match=r"no image sequence found.*take\.mov\): pass one by its path"):
         open_sequence(tmp_path)
+
+
+def test_missing_frames_are_named_as_compact_ranges():
+    assert reader.frame_ranges([1004]) == "1004"
+    assert reader.frame_ranges([1009, 1004, 1007, 1008, 1010]) == "1004, 1007-1010"
+    many = [2 * n for n in range(20)]  # 20 single-frame gaps
+    assert reader.frame_ranges(many, most=3) == "0, 2, 4 and 17 more frames in 17 more ranges"

@@ -32,20 +32,30 @@ class Keyframe:
     """A colored reference for one frame of the shot.
 
     `lineart` is that frame's line art when the shot contains it; backends that
-    segment regions prefer it to finding lines in the colored image.
+    segment regions prefer it to finding lines in the colored image. `alpha` is given
+    when the line art is on transparent film: where the keyframe is opaque (255) and
+    where it is film (0); a backend that follows regions can then say which of its fills
+    are opaque (the fourth channel of `ColoredFrame.rgb`).
     """
 
     number: int
     color: np.ndarray  # HxWx3 uint8 sRGB
     lineart: np.ndarray | None = None  # HxWx3 uint8 sRGB
+    alpha: np.ndarray | None = None  # HxW uint8 coverage of the colored keyframe
 
 
 @dataclass
 class ColoredFrame:
     number: int
-    rgb: np.ndarray  # HxWx3, uint8 sRGB or float32 sRGB in [0, 1]
+    # HxWx3, uint8 sRGB or float32 sRGB in [0, 1]; HxWx4 when the backend decides which fills are
+    # opaque (keyframes with `alpha`): the fourth channel is the fill's coverage, the lines' own
+    # coverage being the line art's (the pipeline puts the two together).
+    rgb: np.ndarray
     confidence: np.ndarray  # HxW float32 in [0, 1]; low means "an artist should look here"
     info: dict = field(default_factory=dict)  # backend-specific per-frame facts for reports
+    # The same confidence as 8-bit grey (255 = sure), from a backend that has it so: the
+    # pipeline writes it as it is instead of rounding the floats back (10 ms a 1080p frame).
+    confidence8: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 ProgressFn = Callable[[dict], None]

@@ -299,6 +299,22 @@ def _gaps(numbers: list[int]) -> list[int]:
     return [n for n in range(numbers[0], numbers[-1] + 1) if n not in present] if numbers else []
 
 
+def frame_ranges(numbers, most: int = 12) -> str:
+    """Frame numbers as compact ranges, "1004, 1007-1009"; past `most` ranges the rest is
+    counted, not listed, so a message stays one line."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:most])
+    if len(runs) > most:
+        rest = sum(b - a + 1 for a, b in runs[most:])
+        text += f" and {rest} more frames in {len(runs) - most} more ranges"
+    return text
+
+
 def _describe_frames(numbers: list[int]) -> str:
     if not numbers:
         return "none"

@@ -71,9 +71,8 @@ class SequenceWriter:
                 raise InputError(f"alpha of shape {a.shape} does not match the {rgb.shape[1]}x{rgb.shape[0]} image")
             if a.dtype in (np.uint8, np.uint16):
                 a = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
-            if rgb.dtype in (np.uint8, np.uint16):
-                rgb = rgb.astype(np.float32) / np.float32(np.iinfo(rgb.dtype).max)
             if rgb.shape[2] == 1:
                 rgb = np.repeat(rgb, 3, axis=2)
-            rgb = np.concatenate([np.asarray(rgb[:, :, :3], np.float32), a[:, :, None].astype(np.float32)], axis=-1)
+            return self.write(n, from_display_float(rgb[:, :, :3], self.depth, self.colorspace,
+                                                    alpha=a.astype(np.float32)))
         return self.write(n, from_display_float(rgb, self.depth, self.colorspace))

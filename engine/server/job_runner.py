@@ -161,12 +161,14 @@ class JobRunner:
                 kf["number"],
                 M.array_from(kf["color"], buffers),
                 M.array_from(kf["lineart"], buffers) if kf.get("lineart") else None,
+                M.array_from(kf["alpha"], buffers) if kf.get("alpha") else None,
             )
             for kf in content.get("keyframes", [])
         ]
         strict = not isinstance(backend, PassthroughBackend)
         for kf in keyframes:
             _check_rgb8(kf.color, f"keyframe {kf.number} color", strict)
+            _check_alpha(kf.alpha, kf.color, f"keyframe {kf.number} alpha")
         use_cache = self.manager.cache.enabled and content.get("cache", True)
         feed = job.feed
         cancelled = job.cancel.is_set
@@ -175,7 +177,8 @@ class JobRunner:
         if use_cache:
             context = digest(
                 "inline-v2", job.backend, content.get("options", {}), backend.cache_identity(),
-                [[kf.number, array_digest(kf.color), array_digest(kf.lineart) if kf.lineart is not None else None]
+                [[kf.number, array_digest(kf.color), array_digest(kf.lineart) if kf.lineart is not None else None,
+                  array_digest(kf.alpha) if kf.alpha is not None else None]
                  for kf in keyframes],
             )
             keying = InlineKeys(context, independent=bool(getattr(backend, "frame_independent", False)),
@@ -323,6 +326,7 @@ class JobRunner:
             backend=caching if whole is not None else backend,
             frames=frames,
             out_ext=job.content["output"].get("ext"),
+            allow_gaps=bool(job.content["input"].get("allow_gaps", False)),
             progress=self._backend_progress(job),
             cancelled=job.cancel.is_set,
             on_frame=on_frame,
@@ -425,6 +429,15 @@ def _check_rgb8(array: np.ndarray, what: str, strict: bool) -> None:
             "invalid_content",
             f"{what}: this backend takes HxWx3 uint8 sRGB, got {array.dtype} {list(array.shape)} "
             "(send 8-bit RGB, or use a path input so the pipeline converts)",
+        )
+
+
+def _check_alpha(alpha: np.ndarray | None, color: np.ndarray, what: str) -> None:
+    if alpha is not None and (alpha.dtype != np.uint8 or alpha.shape != color.shape[:2]):
+        raise JobFailed(
+            "invalid_content",
+            f"{what}: expected {list(color.shape[:2])} uint8 (the color's height and width), "
+            f"got {alpha.dtype} {list(alpha.shape)}",
         )
 
 

@@ -2,7 +2,10 @@
 
 planning (which frames each segment makes) -> backend (the common backend
 contract) -> pipeline (segments: SketchDiT + DGLM steering CogVideoX1.5,
-color consistency fusion) -> weights (strict loading of the release layout);
-memory_encoder feeds the DGLM, doctor checks a weights folder. Importing this
-package imports no torch.
+color consistency fusion) -> weights (strict loading of the release layout).
+resolution maps frames to the trained size and back; lineart_network turns
+every frame into the sketch the model was trained on; the DGLM's memory is
+Video-XL's key/value cache (videoxl_config, videoxl) over frames kept by
+memory_store, wired in memory_encoder; doctor checks a weights folder.
+Importing this package imports no torch.
 """

@@ -1,9 +1,13 @@
 """The `longanimation` backend: the diffusion pipeline behind the common backend contract.
 
-The shot's line art is kept as packed 1-bit masks at the model resolution
-(what the model reads), so a long shot costs ~1/24 of its uint8 frames; results
-are resized back to the input size and streamed per finished segment, in input
-order (frames before the first keyframe come out once their backward run ends).
+Every frame is brought to the model resolution as the reference does it
+(bicubic resize until it covers 576x1024, centre crop) and turned into the
+release's sketch by its line-art network: line art from Blender or Nuke and
+color clips (the reference's own input) alike. The sketches are kept as
+packed 1-bit masks (what the model reads), so a long shot costs ~1/24 of its
+uint8 frames. Results go back to the input size, streamed per finished segment
+in input order (frames before the first keyframe come out once their backward
+run ends); what the crop cut off gets confidence 0.
 """
 
 from __future__ import annotations
@@ -17,26 +21,30 @@ from longanim.engine.errors import InputError
 
 _TINY = dict(segment_length=17, overlap=8, fusion_latents=2, steps=4, fusion_steps=2, global_frames=16, local_frames=4)
 _MODEL_MULTIPLE = 16  # VAE 8x spatial x patch 2
+_SKETCH_BATCH = 16  # frames per pass of the line-art network
 
 
 class LongAnimationBackend(Backend):
     """Options: weights (folder laid out like the release), device ("auto", "cuda", "cuda:1", "cpu"),
-    dtype ("auto": bf16 on GPU, fp32 on CPU), steps, cfg, offload, vae_tiling, height/width (model
-    resolution; default the input's, rounded down to a multiple of 16), segment_length, overlap,
-    fusion_steps, fusion_latents, prompt, seed, memory (False: no DGLM and no memory encoder needed),
-    tiny (small segments and few steps, for tests and CI).
+    dtype ("auto": bf16 on GPU, fp32 on CPU), steps, cfg, offload, vae_tiling, resolution (model
+    resolution: "576x1024", the training size, by default; "768x1360", the reference script's; any
+    HxW in multiples of 16; "input": the input's size rounded down to 16), height/width (override
+    one side of it), segment_length, overlap, fusion_steps, fusion_latents, prompt (a scene
+    description; the release's quality suffix is appended), seed, memory (False: no DGLM and no
+    memory encoder needed), tiny (small segments, few steps and the input's resolution, for tests).
     """
 
     name = "longanimation"
 
     def __init__(
         self, weights: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", steps: int | None = None,
-        cfg: float = 6.0, offload: bool = False, vae_tiling: bool = True, height: int | None = None,
-        width: int | None = None, segment_length: int | None = None, overlap: int | None = None,
-        fusion_steps: int | None = None, fusion_latents: int | None = None, prompt: str | None = None,
-        seed: int = 42, memory: bool = True, tiny: bool = False,
+        cfg: float = 6.0, offload: bool = False, vae_tiling: bool = True, resolution: str | None = None,
+        height: int | None = None, width: int | None = None, segment_length: int | None = None,
+        overlap: int | None = None, fusion_steps: int | None = None, fusion_latents: int | None = None,
+        prompt: str | None = None, seed: int = 42, memory: bool = True, tiny: bool = False,
     ):
         from longanim.engine.backends.longanimation.pipeline import Settings
+        from longanim.engine.backends.longanimation.resolution import TRAINED, parse_resolution
 
         if weights is None:
             raise BackendError("the longanimation backend needs `weights`: a folder laid out like the release")
@@ -52,12 +60,14 @@ class LongAnimationBackend(Backend):
             self.settings.fusion_steps = min(self.settings.fusion_steps, self.settings.steps)
         try:
             self.settings.check()
+            model_size = parse_resolution(resolution or ("input" if tiny else "x".join(map(str, TRAINED))))
         except ValueError as exc:
             raise BackendError(str(exc)) from None
         for label, value in (("height", height), ("width", width)):
             if value is not None and (value < _MODEL_MULTIPLE or value % _MODEL_MULTIPLE):
                 raise BackendError(f"{label} must be a positive multiple of {_MODEL_MULTIPLE}, got {value}")
-        self.resolution = (height, width)
+        self.resolution = (height or (model_size[0] if model_size else None),
+                           width or (model_size[1] if model_size else None))
         self.device_option, self.dtype_option = device, dtype
         self.offload, self.vae_tiling, self.memory = offload, vae_tiling, memory
         self._pipeline = None
@@ -65,7 +75,8 @@ class LongAnimationBackend(Backend):
     def describe(self) -> dict:
         return {"name": self.name, "weights": str(self.weights), "device": self.device_option,
                 "segment_length": self.settings.segment_length, "overlap": self.settings.overlap,
-                "steps": self.settings.steps, "memory": self.memory}
+                "steps": self.settings.steps, "memory": self.memory,
+                "resolution": "x".join(str(v or "input") for v in self.resolution)}
 
     def cache_identity(self) -> dict:
         """The weight files by name, size, modification time and inode: replacing any of them
@@ -111,7 +122,7 @@ class LongAnimationBackend(Backend):
     # --- colorize -----------------------------------------------------------------------------
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
-        from longanim.engine.backends.longanimation.memory_encoder import MemoryBank
+        from longanim.engine.backends.longanimation.memory_encoder import memory_bank
         from longanim.engine.backends.longanimation.planning import plan_runs
 
         if not keyframes:
@@ -120,28 +131,29 @@ class LongAnimationBackend(Backend):
             _rgb(key.color, f"keyframe {key.number} color")
             if key.lineart is not None:
                 _rgb(key.lineart, f"keyframe {key.number} line art")
-        shot = _Shot(self.resolution, self.settings.sketch_threshold)
+        shot = _Shot(self.resolution, self.settings.sketch_threshold, lambda: self._loaded(progress))
         for number, lineart in frames:
             shot.add(number, lineart)
+        shot.flush()
         if not shot.numbers:
             return
         keys = _order_keyframes(keyframes, shot)
         runs = plan_runs(len(shot.numbers), [shot.position.get(k.number) for k in keys])
-        if progress is not None and self._pipeline is None:
-            progress({"stage": "load", "weights": str(self.weights)})
-        pipe = self.pipeline()
+        pipe = self._loaded(progress)
         if progress is not None:
-            progress({"stage": "plan", "frames": len(shot.numbers), "runs": len(runs)})
+            progress({"stage": "plan", "frames": len(shot.numbers), "runs": len(runs),
+                      "model_size": list(shot.model_size)})
         bank = None
         if pipe.memory_encoder is not None:
-            bank = MemoryBank(pipe.memory_encoder, global_frames=self.settings.global_frames,
-                              local_frames=self.settings.local_frames)
+            bank = memory_bank(pipe.memory_encoder, global_frames=self.settings.global_frames,
+                               local_frames=self.settings.local_frames)
         done: dict[int, np.ndarray] = {}
         next_out = 0
         for run_index, run in enumerate(runs):
             key = keys[run.keyframe]
             ref_rgb = shot.to_model(key.color)
-            ref_mask = self._reference_mask(key, shot)
+            # The release reads the reference's line art from its colors, through the same network.
+            ref_mask = shot.sketch(ref_rgb[None])[0]
             outputs = set(run.outputs)
             label = {"run": run_index + 1, "runs": len(runs)}
             generated = pipe.generate_run(
@@ -156,16 +168,10 @@ class LongAnimationBackend(Backend):
                     yield shot.colored(next_out, done.pop(next_out), keys, run_index)
                     next_out += 1
 
-    def _reference_mask(self, key: Keyframe, shot: "_Shot") -> np.ndarray:
-        """The keyframe's line art, which the model reads beside its colors."""
-        from longanim.engine.backends.longanimation.pipeline import line_mask
-
-        if key.lineart is not None:
-            return line_mask(shot.to_model(key.lineart), self.settings.sketch_threshold)
-        if key.number in shot.position:
-            return shot.mask(shot.position[key.number])
-        # No line art for a keyframe outside the shot: its darkest strokes stand in.
-        return line_mask(shot.to_model(key.color), self.settings.sketch_threshold)
+    def _loaded(self, progress):
+        if progress is not None and self._pipeline is None:
+            progress({"stage": "load", "weights": str(self.weights)})
+        return self.pipeline()
 
 
 def _rgb(image: np.ndarray, what: str) -> np.ndarray:
@@ -183,58 +189,75 @@ def _order_keyframes(keyframes, shot) -> list[Keyframe]:
 
 
 class _Shot:
-    """Frame numbers, the input size and packed line masks at the model resolution."""
+    """Frame numbers, the framing (input size -> model size) and packed sketches at the model size.
 
-    def __init__(self, resolution, threshold: float):
+    Frames wait in a small batch for the line-art network, which is loaded
+    with the pipeline when the first batch is full (a bad frame early in the
+    shot is named before the weights are read).
+    """
+
+    def __init__(self, resolution, threshold: float, pipeline):
         self.resolution = resolution
         self.threshold = threshold
+        self._pipeline = pipeline
         self.numbers: list[int] = []
         self.position: dict[int, int] = {}
         self._packed: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []
+        self.framing = None
         self.size: tuple[int, int] | None = None  # input (h, w)
         self.model_size: tuple[int, int] | None = None
 
-    def add(self, number: int, lineart: np.ndarray) -> None:
-        from longanim.engine.backends.longanimation.pipeline import line_mask
+    def add(self, number: int, image: np.ndarray) -> None:
+        from longanim.engine.backends.longanimation.resolution import Framing
 
-        _rgb(lineart, f"frame {number}")
+        _rgb(image, f"frame {number}")
         if number in self.position:
             raise InputError(f"frame {number} appears twice in the shot")
         if self.size is None:
-            self.size = lineart.shape[:2]
+            self.size = image.shape[:2]
             h, w = self.size
             mh, mw = self.resolution
             self.model_size = (mh or max(_MODEL_MULTIPLE, h // _MODEL_MULTIPLE * _MODEL_MULTIPLE),
                                mw or max(_MODEL_MULTIPLE, w // _MODEL_MULTIPLE * _MODEL_MULTIPLE))
-        elif lineart.shape[:2] != self.size:
-            raise InputError(f"frame {number} is {lineart.shape[1]}x{lineart.shape[0]}, the shot is "
+            self.framing = Framing.fit(self.size, self.model_size)
+        elif image.shape[:2] != self.size:
+            raise InputError(f"frame {number} is {image.shape[1]}x{image.shape[0]}, the shot is "
                              f"{self.size[1]}x{self.size[0]}")
         self.position[number] = len(self.numbers)
         self.numbers.append(number)
-        self._packed.append(np.packbits(line_mask(self.to_model(lineart), self.threshold)))
+        self._pending.append(self.framing.to_model(image))
+        if len(self._pending) >= _SKETCH_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._packed += [np.packbits(m) for m in self.sketch(np.stack(self._pending))]
+            self._pending = []
+
+    def sketch(self, frames: np.ndarray) -> np.ndarray:
+        return self._pipeline().line_masks(frames, self.threshold)
 
     def to_model(self, image: np.ndarray) -> np.ndarray:
-        import cv2
+        """A keyframe's view at the model size: framed like the shot when it has the shot's size."""
+        from longanim.engine.backends.longanimation.resolution import Framing
 
-        h, w = self.model_size
-        if image.shape[:2] == (h, w):
-            return image
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        framing = self.framing if image.shape[:2] == self.size else Framing.fit(image.shape[:2], self.model_size)
+        return framing.to_model(image)
 
     def mask(self, position: int) -> np.ndarray:
         h, w = self.model_size
         return np.unpackbits(self._packed[position], count=h * w).reshape(h, w).astype(bool)
 
     def colored(self, position: int, rgb: np.ndarray, keys, run_index: int) -> ColoredFrame:
-        import cv2
-
         number = self.numbers[position]
         h, w = self.size
+        rgb, coverage = self.framing.to_input(rgb)
         painted = next((k for k in keys if k.number == number and k.color.shape[:2] == (h, w)), None)
         if painted is not None:
-            rgb = painted.color  # the artist's keyframe is the ground truth
-        elif rgb.shape[:2] != (h, w):
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
-        # The diffusion model gives no per-pixel uncertainty; confidence is flat, and says so.
-        return ColoredFrame(number, np.ascontiguousarray(rgb), np.ones((h, w), np.float32),
-                            {"run": run_index + 1, "keyframe": painted is not None, "confidence": "not estimated"})
+            rgb, coverage = painted.color, np.ones((h, w), np.float32)  # the artist's keyframe is the ground truth
+        # The diffusion model gives no per-pixel uncertainty: confidence is 1 where it generated the
+        # pixel and 0 where the model's crop did not reach (filled from the nearest generated pixels).
+        return ColoredFrame(number, np.ascontiguousarray(rgb), coverage,
+                            {"run": run_index + 1, "keyframe": painted is not None,
+                             "confidence": "not estimated (0 outside the model's crop)"})

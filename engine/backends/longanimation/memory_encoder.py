@@ -161,3 +161,34 @@ class MemoryBank:
         param = next(iter(self.encoder.parameters()), None) if isinstance(self.encoder, nn.Module) else None
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
         return x.to(param.device) if param is not None else x
+
+
+class FrameStoreBank:
+    """Video-XL's side of the memory bank interface (`add`, `memory`, `len`) the pipeline calls.
+
+    Video-XL reads all sampled frames in one joint pass (its beacons mix them), so
+    nothing is cached per frame: a bounded `FrameStore` keeps the frames it will
+    sample and the encoder runs on them when a segment asks for memory.
+    """
+
+    def __init__(self, encoder, *, global_frames: int = 650, local_frames: int = 20):
+        from longanim.engine.backends.longanimation.memory_store import FrameStore
+
+        self.encoder = encoder
+        self.store = FrameStore(global_frames=global_frames, local_frames=local_frames, size=encoder.input_size[0])
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def add(self, frames_rgb: list[np.ndarray]) -> None:
+        self.store.add(frames_rgb)
+
+    def memory(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder.memory(self.store, device, dtype)
+
+
+def memory_bank(encoder, *, global_frames: int = 650, local_frames: int = 20):
+    """The bank that fits `encoder`: per-frame token caching for a light encoder, a frame store for Video-XL."""
+    if isinstance(encoder, MemoryEncoder):
+        return MemoryBank(encoder, global_frames=global_frames, local_frames=local_frames)
+    return FrameStoreBank(encoder, global_frames=global_frames, local_frames=local_frames)

@@ -4,6 +4,13 @@ Per segment, top to bottom: sketch and reference latents -> memory from the
 frames already colored -> denoising loop (SketchDiT, DGLM, the base model
 with the control added after every even block, CFG, DPM step, color
 consistency fusion) -> decode -> frames out and into the memory bank.
+
+Conditioning follows the reference pipeline exactly (tests/test_longanimation_
+pipeline_parity.py): the reference image's latent in the first latent frame
+only, every sketch latent scaled by the VAE factor, strokes +1 on a -1 paper,
+the padding slot holding the reference's line art in the first segment and the
+segment's own first sketch after it, the random generator reseeded per
+segment, the prompt with the release's quality suffix, 226 T5 tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 
 from longanim.engine.backends.base import Cancelled
 from longanim.engine.backends.longanimation import weights as W
+from longanim.engine.backends.longanimation.lineart_network import THRESHOLD
 from longanim.engine.backends.longanimation.memory_encoder import MemoryBank
 from longanim.engine.backends.longanimation.planning import (
     DEFAULT_OVERLAP,
@@ -26,10 +34,11 @@ from longanim.engine.backends.longanimation.planning import (
     plan_segments,
 )
 
-DEFAULT_PROMPT = (
-    "Anime line art colorized consistently with the reference character design. "
-    "High quality, masterpiece, best quality, highres, ultra-detailed, fantastic."
-)
+DEFAULT_PROMPT = "Anime line art colorized consistently with the reference character design."
+# The reference script appends this to every prompt (it re-appends it each segment, a slip of its loop
+# variable that the 226-token cut mostly hides; it is added once here).
+PROMPT_SUFFIX = " High quality, masterpiece, best quality, highres, ultra-detailed, fantastic."
+TEXT_LENGTH = 226  # the reference pipeline's max_sequence_length, whatever the transformer config says
 OFS = 2.0  # CogVideoX1.5 I2V's fixed ofs conditioning
 
 
@@ -40,14 +49,20 @@ class Settings:
     control_scale: float = 0.5
     segment_length: int = DEFAULT_SEGMENT_LENGTH
     overlap: int = DEFAULT_OVERLAP
-    fusion_steps: int = 19  # the last N denoising steps cross-fade the overlap latents
+    fusion_steps: int = 19  # the last N denoising steps cross-fade the overlap latents (the release: i > 30 of 50)
     fusion_latents: int = 4  # weights (N - k) / (N + 1): 0.8, 0.6, 0.4, 0.2 for 4
     prompt: str = DEFAULT_PROMPT
+    prompt_suffix: str = PROMPT_SUFFIX
     negative_prompt: str = ""
+    text_length: int = TEXT_LENGTH
     seed: int = 42
     global_frames: int = 650
     local_frames: int = 20
-    sketch_threshold: float = 0.78
+    sketch_threshold: float = THRESHOLD
+
+    @property
+    def full_prompt(self) -> str:
+        return self.prompt + self.prompt_suffix
 
     def check(self) -> None:
         check_segment_options(self.segment_length, self.overlap)
@@ -61,18 +76,26 @@ class Settings:
             )
         if not 0.0 < self.sketch_threshold < 1.0:
             raise ValueError(f"sketch_threshold must be in (0, 1), got {self.sketch_threshold}")
+        if self.text_length < 1:
+            raise ValueError(f"text_length must be >= 1, got {self.text_length}")
 
 
-def line_mask(lineart: np.ndarray, threshold: float = 0.78) -> np.ndarray:
-    """HxWx3 uint8 line art -> HxW bool, True on lines: darkest-channel ink above `threshold` (0..1)."""
-    ink = 1.0 - lineart.min(axis=2).astype(np.float32) / 255.0
-    return ink > threshold
+def sketch_pixels(masks: list[np.ndarray]) -> torch.Tensor:
+    """Line masks -> (F, 3, H, W) VAE input: strokes +1 on a -1 paper, as the release was trained."""
+    lines = torch.from_numpy(np.stack(masks)).float().unsqueeze(1)
+    return ((lines - 0.5) / 0.5).repeat(1, 3, 1, 1)
+
+
+def image_pixels(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H, W) in [-1, 1], computed as diffusers' image processor does."""
+    x = torch.from_numpy(rgb).float() / 255.0
+    return (2.0 * x - 1.0).permute(2, 0, 1).unsqueeze(0)
 
 
 class LongAnimationPipeline:
     def __init__(
         self, *, transformer, sketch_dit, dglm, vae, scheduler, text_encoder, tokenizer, memory_encoder,
-        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False,
+        lineart=None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False,
         vae_tiling: bool = True,
     ):
         self.transformer = transformer
@@ -83,13 +106,14 @@ class LongAnimationPipeline:
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.memory_encoder = memory_encoder
+        self.lineart = lineart
         self.device = torch.device(device)
         self.dtype = dtype
         self.offload = offload
         if vae_tiling:
             vae.enable_tiling()
-        for m in (transformer, sketch_dit, dglm, vae, text_encoder, memory_encoder):
-            if m is None:
+        for m in (transformer, sketch_dit, dglm, vae, text_encoder, memory_encoder, lineart):
+            if m is None or not isinstance(m, torch.nn.Module):
                 continue
             if next(m.parameters()).dtype != dtype:
                 m.to(dtype=dtype)
@@ -97,10 +121,10 @@ class LongAnimationPipeline:
         # The denoiser stays on the device; in offload mode the rest visits it only while used.
         for m in (transformer, sketch_dit, dglm):
             m.to(self.device)
-        for m in (vae, text_encoder, memory_encoder):
+        for m in (vae, text_encoder, memory_encoder, lineart):
             if m is not None:
                 m.to("cpu" if offload else self.device)
-        self._prompt_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._prompt_cache: dict[tuple, torch.Tensor] = {}
         self.vae_spatial = 2 ** (len(vae.config.block_out_channels) - 1)
         self.vae_temporal = vae.config.temporal_compression_ratio
 
@@ -108,7 +132,8 @@ class LongAnimationPipeline:
     def from_weights(
         cls, root: str | Path, *, device="cpu", dtype=torch.float32, offload=False, vae_tiling=True, memory=True,
     ):
-        """`memory=False` runs without the DGLM and needs no memory encoder (the release's first segment, always)."""
+        """`memory=False` runs without the DGLM's memory and needs no memory encoder (the release's first
+        segment, always)."""
         layout = W.WeightsLayout(Path(root))
         if not layout.root.is_dir():
             raise W.WeightsError(f"weights folder {layout.root} not found")
@@ -122,6 +147,7 @@ class LongAnimationPipeline:
             text_encoder=W.load_base_part(layout, "text_encoder", dtype),
             tokenizer=W.load_base_part(layout, "tokenizer", dtype),
             memory_encoder=W.load_memory_encoder(layout, dtype) if memory else None,
+            lineart=W.load_lineart(layout),
             device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling,
         )
 
@@ -139,28 +165,44 @@ class LongAnimationPipeline:
 
     # --- encoders -----------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str, negative_prompt: str) -> torch.Tensor:
-        """(2, L, text_dim): negative then positive, as CFG batches them."""
-        key = (prompt, negative_prompt)
+    def line_masks(self, frames: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+        """(N, H, W, 3) uint8 at the model resolution -> (N, H, W) bool strokes, through the line-art network."""
+        if self.lineart is None:
+            raise RuntimeError("this pipeline has no line-art network (sk_model.pth)")
+        with self._on_device(self.lineart):
+            return self.lineart.line_masks(frames, threshold)
+
+    def encode_prompt(self, prompt: str, negative_prompt: str, length: int = TEXT_LENGTH) -> torch.Tensor:
+        """(2, L, text_dim): negative then positive, as CFG batches them (each encoded on its own, as there)."""
+        key = (prompt, negative_prompt, length)
         if key not in self._prompt_cache:
-            length = self.transformer.config.max_text_seq_length
-            ids = self.tokenizer(
-                [negative_prompt, prompt], padding="max_length", max_length=length, truncation=True,
-                add_special_tokens=True, return_tensors="pt",
-            ).input_ids
+            embeds = []
             with self._on_device(self.text_encoder), torch.no_grad():
-                embeds = self.text_encoder(ids.to(self.device))[0]
-            self._prompt_cache = {key: embeds.to(self.dtype)}
+                for text in (negative_prompt, prompt):
+                    ids = self.tokenizer(
+                        [text], padding="max_length", max_length=length, truncation=True, add_special_tokens=True,
+                        return_tensors="pt",
+                    ).input_ids
+                    embeds.append(self.text_encoder(ids.to(self.device))[0])
+            self._prompt_cache = {key: torch.cat(embeds).to(self.dtype)}
         return self._prompt_cache[key]
 
-    def _vae_encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """(F, 3, H, W) in [-1, 1] -> (1, latent F, C, h, w) sampled latents, unscaled."""
+    def _vae_dist(self, pixels: torch.Tensor):
+        """(F, 3, H, W) in [-1, 1] -> the VAE's latent distribution over (1, C, latent F, h, w)."""
         video = pixels.permute(1, 0, 2, 3).unsqueeze(0).to(self.device, self.dtype)
-        return self.vae.encode(video).latent_dist.sample(generator).permute(0, 2, 1, 3, 4)
+        return self.vae.encode(video).latent_dist
 
-    def _sketch_pixels(self, masks: list[np.ndarray]) -> torch.Tensor:
-        paper = torch.from_numpy(~np.stack(masks)).float()  # lines 0, paper 1
-        return (paper * 2 - 1).unsqueeze(1).expand(-1, 3, -1, -1)
+    def _sketch_latents(self, masks: list[np.ndarray], generator: torch.Generator) -> torch.Tensor:
+        """(1, latent F, C, h, w), scaled by the VAE factor like every latent the model reads."""
+        sample = self._vae_dist(sketch_pixels(masks)).sample(generator)
+        return (sample * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(1, latent F, C, h, w) -> (F, H, W, 3) float in [0, 1], computed as the reference decodes."""
+        with self._on_device(self.vae), torch.no_grad():
+            scaled = 1 / self.vae.config.scaling_factor * latents.permute(0, 2, 1, 3, 4)
+            video = self.vae.decode(scaled).sample
+        return (video[0].float() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
 
     # --- one run ------------------------------------------------------------------------------
 
@@ -181,50 +223,60 @@ class LongAnimationPipeline:
 
         `masks(i)` is the line mask of run position i at the model resolution;
         `reference_*` are the run's keyframe, the first frame in the model's eyes.
+        Position 0 (the keyframe's own frame) is kept out of the memory, as the
+        reference leaves the first frame out of the video its memory reads.
         """
         settings.check()
         segments = plan_segments(length, settings.segment_length, settings.overlap)
-        generator = torch.Generator("cpu").manual_seed(settings.seed)
-        prompt = self.encode_prompt(settings.prompt, settings.negative_prompt)
+        prompt = self.encode_prompt(settings.full_prompt, settings.negative_prompt, settings.text_length)
         with self._on_device(self.vae), torch.no_grad():
-            ref = torch.from_numpy(reference_rgb).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
-            ref_latent = self._vae_encode(ref, generator)
-            if not self.vae.config.invert_scale_latents:
-                ref_latent = ref_latent * self.vae.config.scaling_factor
-            ref_sketch = self._vae_encode(self._sketch_pixels([reference_mask]), generator)
+            reference = self._vae_dist(image_pixels(reference_rgb))
         previous = None
         for index, seg in enumerate(segments):
             info = dict(label or {}, segment=index + 1, segments=len(segments))
             frames = [masks(i) for i in range(seg.start, seg.end)]
             frames += [frames[-1]] * (seg.padded_frames - seg.frames)
-            latents, previous = self._denoise_segment(
-                frames, ref_latent, ref_sketch, bank, prompt, settings, generator, previous, progress, cancelled, info,
-            )
+            # The reference builds a fresh generator from the seed for every segment; its sketch draws
+            # are unseeded there and come from a second generator, reseeded alike, here.
+            generator = torch.Generator("cpu").manual_seed(settings.seed)
+            sketch_generator = torch.Generator("cpu").manual_seed(settings.seed)
             with self._on_device(self.vae), torch.no_grad():
-                video = self.vae.decode(latents.permute(0, 2, 1, 3, 4) / self.vae.config.scaling_factor).sample
-            rgb = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            rgb = rgb.permute(1, 2, 3, 0).cpu().numpy()  # (F, H, W, 3)
+                sketch = self._sketch_latents(frames, sketch_generator)
+                first_sketch = self._sketch_latents(frames[:1], sketch_generator)
+                if index == 0:
+                    first_sketch = self._sketch_latents([reference_mask], sketch_generator)
+                ref_latent = reference.sample(generator).permute(0, 2, 1, 3, 4).to(self.dtype)
+            if not self.vae.config.invert_scale_latents:
+                ref_latent = ref_latent * self.vae.config.scaling_factor
+            latents, previous = self._denoise_segment(
+                sketch, first_sketch, ref_latent, bank, prompt, settings, generator, previous, progress, cancelled,
+                info,
+            )
+            video = self.decode(latents)
+            rgb = (video * 255).round().to(torch.uint8).cpu().numpy()  # (F, H, W, 3)
             kept = [(p, rgb[p - seg.start]) for p in range(seg.keep_from, seg.keep_to)]
             if bank is not None:
                 with self._on_device(self.memory_encoder):
-                    bank.add([f for _, f in kept])
+                    bank.add([f for p, f in kept if p != 0])
             yield from kept
 
     def _denoise_segment(
-        self, frames, ref_latent, ref_sketch, bank, prompt, settings, generator, previous, progress, cancelled, info,
+        self, sketch, first_sketch, ref_latent, bank, prompt, settings, generator, previous, progress, cancelled,
+        info,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Latents (1, latent frames, C, h, w) of one segment without the temporal padding frame, and the
         last latents at each fused step, which the next segment's first latents are cross-faded toward."""
+        from diffusers.utils.torch_utils import randn_tensor
+
         cfg = settings.guidance_scale > 1.0
-        with self._on_device(self.vae), torch.no_grad():
-            sketch = self._vae_encode(self._sketch_pixels(frames), generator) * self.vae.config.scaling_factor
         _, n_lat, channels, h, w = sketch.shape
         p_t = self.transformer.config.patch_size_t or 1
         pad = (-n_lat) % p_t
-        image = torch.cat([ref_latent, ref_latent.new_zeros(1, n_lat - 1, channels, h, w)], dim=1)
-        if pad:  # CogVideoX1.5 pads time at the front with the reference; the sketch gets the reference's line art
-            image = torch.cat([image[:, :pad], image], dim=1)
-            sketch = torch.cat([ref_sketch.expand(-1, pad, -1, -1, -1), sketch], dim=1)
+        # CogVideoX1.5 pads time to a multiple of patch_size_t: the image latents hold the reference in
+        # their first frame and zeros after (the padding slot included); the sketch's padding slot leads.
+        image = torch.cat([ref_latent, ref_latent.new_zeros(1, n_lat + pad - 1, channels, h, w)], dim=1)
+        if pad:
+            sketch = torch.cat([first_sketch.expand(-1, pad, -1, -1, -1), sketch], dim=1)
 
         memory = None
         if bank is not None and len(bank):
@@ -235,13 +287,13 @@ class LongAnimationPipeline:
         scheduler.set_timesteps(settings.steps, device=self.device)
         timesteps = scheduler.timesteps
         shape = (1, n_lat + pad, channels, h, w)
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
         latents = latents * scheduler.init_noise_sigma
         rope = self._rotary(h, w, n_lat + pad)
         batch = 2 if cfg else 1
         prompt = prompt if cfg else prompt[1:]
         image_in = image.expand(batch, -1, -1, -1, -1)
-        control_in = torch.cat([sketch, image], dim=2).expand(batch, -1, -1, -1, -1)
+        control_in = torch.cat([sketch.expand(batch, -1, -1, -1, -1), image_in], dim=2)
         ofs = latents.new_full((1,), OFS)
         old_pred = None
         tails: dict[int, torch.Tensor] = {}
@@ -260,7 +312,7 @@ class LongAnimationPipeline:
                     uncond, text = noise.chunk(2)
                     noise = uncond + settings.guidance_scale * (text - uncond)
                 latents, old_pred = scheduler.step(
-                    noise, old_pred, t, timesteps[i - 1] if i > 0 else None, latents.float(),
+                    noise, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
                     generator=generator, return_dict=False,
                 )
                 latents = latents.to(self.dtype)

@@ -6,7 +6,11 @@
       control_module.json           optional: SketchDiT config overrides (not in the release: its dims are the defaults)
       glm_module.json               optional: DGLM config overrides
       CogVideoX1.5-5B-I2V/          diffusers folder: transformer, vae, scheduler, text_encoder, tokenizer
-      memory_encoder/               a memory encoder folder (config.json names its class)
+      sk_model.pth                  the line-art network (informative-drawings generator, a torch state dict)
+      Video_XL/VideoXL_weight_8/    the Video-XL memory encoder the released DGLM reads (its own module
+                                    checks and loads it: `videoxl.check_videoxl` / `load_videoxl_encoder`)
+      memory_encoder/               instead of Video-XL, a light memory encoder (tiny configs, training from
+                                    scratch); config.json names its class
 
 The reference loads the two release files non-strictly, so a renamed or
 truncated file silently runs with zeroed control. Here a missing, unexpected or
@@ -27,6 +31,8 @@ CONTROL_FILE = "control_module.safetensors"
 GLM_FILE = "glm_module.safetensors"
 BASE_FOLDER = "CogVideoX1.5-5B-I2V"
 MEMORY_FOLDER = "memory_encoder"
+LINEART_FILE = "sk_model.pth"
+VIDEOXL_FOLDER = "Video_XL/VideoXL_weight_8"
 BASE_PARTS = ("transformer", "vae", "scheduler", "text_encoder", "tokenizer")
 _SHOWN = 5
 
@@ -54,6 +60,14 @@ class WeightsLayout:
     @property
     def memory_encoder(self) -> Path:
         return self.root / MEMORY_FOLDER
+
+    @property
+    def lineart(self) -> Path:
+        return self.root / LINEART_FILE
+
+    @property
+    def videoxl(self) -> Path:
+        return self.root / VIDEOXL_FOLDER
 
     def sidecar_config(self, weights_file: Path) -> dict | None:
         path = weights_file.with_suffix(".json")
@@ -267,7 +281,33 @@ def check_memory_encoder(layout: WeightsLayout) -> list[str]:
 
 
 def load_memory_encoder(layout: WeightsLayout, dtype):
+    """Video-XL when the folder has it (what the released DGLM was trained on), else the light encoder."""
     from longanim.engine.backends.longanimation.memory_encoder import load_memory_encoder as load
 
+    if layout.videoxl.exists():
+        module = videoxl_module()
+        if module is None:
+            raise WeightsError(f"{layout.videoxl}: a Video-XL folder is present, but this build has no Video-XL "
+                               "memory encoder (engine/backends/longanimation/videoxl.py)")
+        _raise_if(module.check_videoxl(layout.root), str(layout.videoxl))
+        return module.load_videoxl_encoder(layout.root, dtype)
     _raise_if(check_memory_encoder(layout), str(layout.memory_encoder))
     return load(layout.memory_encoder).eval()
+
+
+def load_lineart(layout: WeightsLayout):
+    from longanim.engine.backends.longanimation.lineart_network import load_lineart_network
+
+    return load_lineart_network(layout.lineart)
+
+
+def videoxl_module():
+    """The Video-XL encoder's module, or None while this build has none (it is imported only when used)."""
+    import importlib
+
+    try:
+        return importlib.import_module("longanim.engine.backends.longanimation.videoxl")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("longanimation.videoxl"):
+            return None
+        raise

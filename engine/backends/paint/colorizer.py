@@ -6,7 +6,10 @@ one-thread pool) because both are cv2 work that releases the GIL. A region's col
 most probable one; its confidence is how surely that color was decided when it last was,
 never raised by following it cleanly (that re-reads the same evidence), and a region
 that changes color is no surer of the new one than it was unsure of the old. Lines are
-multiplied over the fills, so anti-aliased and colored lines keep their look.
+multiplied over the fills, so anti-aliased lines and dark colored ink keep their look;
+vivid colored lines (shadow and highlight boundaries, `vivid_lines`) take the fill of
+the region beside them. On transparent film each fill is as opaque as the keyframe
+region that taught its color was; the output's fourth channel says so.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import numpy as np
 
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.backends.paint import shot_state
+from longanim.engine.backends.paint.colored_lines import vivid_lines
 from longanim.engine.backends.paint.memory_global import GlobalMemory, Palette
 from longanim.engine.backends.paint.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
 from longanim.engine.backends.paint.objects import ObjectPalette
 from longanim.engine.backends.paint.regions import RegionStats, grid_step, measure
 from longanim.engine.backends.paint.scenery_bands import SceneryBands
-from longanim.engine.backends.paint.segment import Segmentation, segment
+from longanim.engine.backends.paint.segment import INK_THRESHOLD, Segmentation, segment
 from longanim.engine.errors import InputError
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
@@ -55,7 +59,13 @@ class PaintBackend(Backend):
         global_memory: bool = True,
         memory_capacity: int = 512,
         review_threshold: float = REVIEW_THRESHOLD,
+        vivid_lines: str = "fill",
+        output_alpha: str = "keyframe",
     ) -> None:
+        """`vivid_lines`: "fill" (vivid colored lines take their region's fill) or "keep"
+        (drawn over the fills like ink). `output_alpha`: "keyframe" (a fill is opaque where the
+        keyframe region that taught its color was, for line art on transparent film) or
+        "lineart" (no fourth channel: the output keeps the line art's alpha)."""
         if isinstance(gap_close, bool) or not isinstance(gap_close, int) or not 0 <= gap_close <= 8:
             raise ValueError(f"gap_close must be a whole number of pixels, 0..8, got {gap_close!r}")
         if isinstance(memory_capacity, bool) or not isinstance(memory_capacity, int) or memory_capacity < 1:
@@ -69,6 +79,12 @@ class PaintBackend(Backend):
         self.use_global = global_memory
         self.memory_capacity = memory_capacity
         self.review_threshold = review_threshold
+        for name, value, choices in (("vivid_lines", vivid_lines, ("fill", "keep")),
+                                     ("output_alpha", output_alpha, ("keyframe", "lineart"))):
+            if value not in choices:
+                raise ValueError(f"{name} must be {' or '.join(choices)}, got {value!r}")
+        self.vivid_lines = vivid_lines
+        self.output_alpha = output_alpha
 
     def describe(self) -> dict:
         return {"name": self.name, "devices": ["cpu"], "needs_weights": False}
@@ -78,7 +94,8 @@ class PaintBackend(Backend):
     def state_identity(self) -> dict:
         return {**self.cache_identity(), "state_version": shot_state.VERSION,
                 "options": {"gap_close": self.gap_close, "global_memory": self.use_global,
-                            "memory_capacity": self.memory_capacity, "review_threshold": self.review_threshold}}
+                            "memory_capacity": self.memory_capacity, "review_threshold": self.review_threshold,
+                            "vivid_lines": self.vivid_lines, "output_alpha": self.output_alpha}}
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         for frame, _ in self.colorize_resumable(frames, keyframes, progress=progress, cancelled=cancelled):
@@ -121,11 +138,13 @@ class _Shot:
         self.bands = SceneryBands()
         self.last: tuple[RegionStats, np.ndarray] | None = None
         self.keyframes = {k.number: k for k in keyframes}
+        # Fills get a coverage of their own only on film: opaque line art has no alpha to decide.
+        self.film = backend.output_alpha == "keyframe" and any(k.alpha is not None for k in keyframes)
         self.seeds: dict[int, tuple] = {}  # keyframe -> what the local memory starts from
         for key in keyframes:
             seg = self._segment(key.lineart if key.lineart is not None else key.color)
             stats = measure(seg, grid_step(*seg.shape))
-            label = self._labels(key.color, seg)
+            label = self._labels(key.color, seg, key.alpha)
             self.global_.learn(stats, label, _whole(stats), key.number, keyframe=True)
             self.objects.learn_keyframe(stats, label, len(self.palette))
             self.bands.learn(stats, label, self._scenery(len(self.palette)))
@@ -136,10 +155,12 @@ class _Shot:
     def _segment(self, image: np.ndarray) -> Segmentation:
         return segment(image, gap_close=self.backend.gap_close)
 
-    def _labels(self, color_image: np.ndarray, seg: Segmentation) -> np.ndarray:
-        """Palette index per region of a colored frame (0 for the line label, never read)."""
+    def _labels(self, color_image: np.ndarray, seg: Segmentation, alpha: np.ndarray | None = None) -> np.ndarray:
+        """Palette index per region of a colored frame (0 for the line label, never read);
+        with the keyframe's `alpha` (film shots), a region mostly on film is a color of its own."""
         label = np.zeros(seg.count + 1, np.int64)
-        label[1:] = self.palette.add(region_colors(color_image, seg)[1:])
+        opaque = region_opacity(alpha, seg)[1:] if alpha is not None and self.film else None
+        label[1:] = self.palette.add(region_colors(color_image, seg)[1:], opaque)
         return label
 
     def _certain(self, label: np.ndarray) -> np.ndarray:
@@ -148,13 +169,15 @@ class _Shot:
         belief[0] = 0.0
         return belief
 
-    def look(self, lineart: np.ndarray) -> tuple[Segmentation, RegionStats, np.ndarray]:
-        """Everything about a frame that does not depend on the frames before it."""
+    def look(self, lineart: np.ndarray) -> tuple[Segmentation, RegionStats, np.ndarray, tuple | None]:
+        """Everything about a frame that does not depend on the frames before it (its vivid
+        lines too: looking for them costs a few ms a 1080p frame, better spent off the loop)."""
         seg = self._segment(lineart)
-        return seg, measure(seg, grid_step(*seg.shape)), flow_image(seg.ink)
+        vivid = vivid_lines(lineart, seg.ink, seg.labels) if self.backend.vivid_lines == "fill" else None
+        return seg, measure(seg, grid_step(*seg.shape)), flow_image(seg.ink), vivid
 
     def colorize(self, number: int, lineart: np.ndarray, looked: Future) -> ColoredFrame:
-        seg, stats, small = looked.result()
+        seg, stats, small, vivid = looked.result()
         key = self.keyframes.get(number)
         if self.local.empty and self.seeds and key is None:
             # A shot that starts before its first keyframe: begin from the nearest one, so its
@@ -165,7 +188,7 @@ class _Shot:
             if seed_stats.grid.shape == stats.grid.shape:
                 self.local.remember(seed_stats, seed_small, self._certain(seed_label))
         if key is not None and key.color.shape[:2] == seg.shape:
-            belief = self._certain(self._labels(key.color, seg))
+            belief = self._certain(self._labels(key.color, seg, key.alpha))
             followed = np.ones(stats.count + 1)
             source = "keyframe"
             assurance = np.ones(stats.count + 1)
@@ -188,13 +211,18 @@ class _Shot:
             sure = (belief.max(axis=1) >= LEARN_BELIEF) & (followed >= LEARN_TRUST)
             self.global_.learn(stats, label, _whole(stats), number, sure=sure)
             self.bands.learn(stats, label, self._scenery(len(self.palette)), sure)
-        rgb, sure_map = render(lineart, color, confidence, seg.labels)
+        coverage = None
+        if self.film:
+            coverage = np.where(self.palette.opaque[label], 255, 0).astype(np.uint8)
+            coverage[0] = 0  # a line's coverage is the line art's own
+        rgb, sure_map = render(lineart, color, confidence, seg.labels, coverage=coverage, ink=seg.ink, vivid=vivid)
         below = cv2.compare(sure_map, self.backend.review_threshold * 255.0, cv2.CMP_LT)
         review = cv2.countNonZero(below) / below.size
         conf_map = sure_map.astype(np.float32)
         conf_map *= 1.0 / 255.0
         return ColoredFrame(
-            number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source}
+            number, rgb, conf_map, {"regions": seg.count, "review_fraction": review, "source": source},
+            confidence8=sure_map,
         )
 
     def _assurance(self, belief: np.ndarray, trust: np.ndarray, came_from: np.ndarray) -> np.ndarray:
@@ -346,14 +374,57 @@ def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:
     return color
 
 
-def render(lineart: np.ndarray, color: np.ndarray, confidence: np.ndarray, labels: np.ndarray):
+def render(lineart: np.ndarray, color: np.ndarray, confidence: np.ndarray, labels: np.ndarray, *,
+           coverage: np.ndarray | None = None, ink: np.ndarray | None = None,
+           vivid: tuple[np.ndarray, np.ndarray] | None = None):
     """Fills under the line art, multiplied (paper shows the fill, ink darkens it), and the
-    per-pixel confidence (uint8), gathered together in one pass over the label image."""
+    per-pixel confidence (uint8), gathered together in one pass over the label image.
+
+    `vivid` (from `vivid_lines`): those pixels show the fill of the region they were given,
+    with no line over it. `coverage` (uint8 per region; needs `segment`'s `ink`): the fills'
+    opacity, as a fourth channel (`fill_coverage`)."""
+    line = np.ascontiguousarray(lineart[..., :3])
+    if vivid is not None:
+        where, labels = vivid
+        line = line.copy()
+        np.copyto(line, np.uint8(255), where=where[..., None])
     packed = np.zeros(color.shape[0], np.uint32)
     table = packed.view(np.uint8).reshape(-1, 4)
     table[:, :3] = color
     table[:, 3] = np.round(np.clip(confidence, 0.0, 1.0) * 255.0)
     rgba = np.take(packed, labels).view(np.uint8).reshape(*labels.shape, 4)
     fill = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-    rgb = cv2.multiply(fill, np.ascontiguousarray(lineart[..., :3]), scale=1.0 / 255.0)
+    rgb = cv2.multiply(fill, line, scale=1.0 / 255.0)
+    if coverage is not None:
+        rgb = np.dstack([rgb, fill_coverage(coverage, labels, ink)])
     return rgb, cv2.extractChannel(rgba, 3)
+
+
+PINHOLE_REACH = 4  # px through a line a pinhole of paper in it looks for the fill it lies in
+
+
+def fill_coverage(coverage: np.ndarray, labels: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Per pixel, how opaque the fill under it is (uint8). Lines have none of their own (the
+    line art's alpha is theirs), but specks of paper left inside a line, where two lines
+    cross or a drawn circle leaves holes, take the coverage of the fill nearest them: on
+    film they would otherwise be holes through an opaque character."""
+    alpha = np.take(coverage, labels)
+    line = cv2.compare(labels, 0, cv2.CMP_EQ)
+    holes = cv2.bitwise_and(line, cv2.compare(ink, INK_THRESHOLD, cv2.CMP_LE))
+    if cv2.countNonZero(holes):
+        reach = alpha.copy()
+        for _ in range(PINHOLE_REACH):
+            np.copyto(reach, cv2.dilate(reach, _SQUARE3), where=line.view(bool))
+        np.copyto(alpha, reach, where=holes.view(bool))
+    return alpha
+
+
+_SQUARE3 = np.ones((3, 3), np.uint8)
+
+
+def region_opacity(alpha: np.ndarray, seg: Segmentation) -> np.ndarray:
+    """Per region of a keyframe, whether it is mostly opaque (alpha HxW uint8)."""
+    labels = seg.labels.ravel()
+    total = np.bincount(labels, minlength=seg.count + 1)
+    opaque = np.bincount(labels, weights=np.asarray(alpha).ravel() >= 128, minlength=seg.count + 1)
+    return 2 * opaque > total

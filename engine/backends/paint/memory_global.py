@@ -49,28 +49,41 @@ LEARNED_ADJACENCY_WEIGHT = 0.05  # a frame's contacts count this much against a 
 
 
 class Palette:
-    """The keyframes' colors; a region's color is always one of these, by index."""
+    """The keyframes' colors; a region's color is always one of these, by index.
+
+    On transparent film a color is also opaque or not (`opaque`): the film around a
+    character is white on the way in, and must not become the white of its eyes."""
 
     def __init__(self) -> None:
         self.colors = np.zeros((0, 3), np.uint8)
+        self.opaque = np.zeros(0, bool)
         self._index: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self.colors.shape[0]
 
-    def add(self, colors: np.ndarray) -> np.ndarray:
-        """Indices of `colors` (m x 3 uint8), adding those not yet known."""
+    def add(self, colors: np.ndarray, opaque: np.ndarray | None = None) -> np.ndarray:
+        """Indices of `colors` (m x 3 uint8; `opaque`: m bools, all True if not given),
+        adding those not yet known."""
+        opaque = np.ones(colors.shape[0], bool) if opaque is None else np.asarray(opaque, bool)
         out = np.empty(colors.shape[0], np.int64)
         fresh = []
-        for i, key in enumerate(_packed(colors).tolist()):
+        for i, key in enumerate(_keys(colors, opaque).tolist()):
             index = self._index.get(key)
             if index is None:
                 index = self._index[key] = len(self._index)
-                fresh.append(colors[i])
+                fresh.append(i)
             out[i] = index
         if fresh:
-            self.colors = np.concatenate([self.colors, np.array(fresh, np.uint8).reshape(-1, 3)])
+            self.colors = np.concatenate([self.colors, colors[fresh].astype(np.uint8).reshape(-1, 3)])
+            self.opaque = np.concatenate([self.opaque, opaque[fresh]])
         return out
+
+    def restore(self, colors: np.ndarray, opaque: np.ndarray | None = None) -> None:
+        """Back to a saved palette (`shot_state`)."""
+        self.colors = colors.astype(np.uint8)
+        self.opaque = np.ones(len(colors), bool) if opaque is None else opaque.astype(bool)
+        self._index = {int(key): i for i, key in enumerate(_keys(self.colors, self.opaque))}
 
 
 class GlobalMemory:
@@ -233,3 +246,8 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _packed(colors: np.ndarray) -> np.ndarray:
     c = colors.astype(np.int64)
     return c[:, 0] << 16 | c[:, 1] << 8 | c[:, 2]
+
+
+def _keys(colors: np.ndarray, opaque: np.ndarray) -> np.ndarray:
+    """A palette entry's identity: its color, and bit 24 set for a color on film."""
+    return _packed(colors) | (~opaque).astype(np.int64) << 24

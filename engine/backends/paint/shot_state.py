@@ -38,6 +38,7 @@ def snapshot(shot) -> dict[str, np.ndarray]:
     last one it colorized."""
     out: dict[str, np.ndarray] = {"version": np.array(VERSION)}
     out["palette.colors"] = shot.palette.colors
+    out["palette.opaque"] = shot.palette.opaque
     local = shot.local
     out["local.present"] = np.array(local.stats is not None)
     if local.stats is not None:
@@ -82,9 +83,7 @@ def restore(shot, state: dict[str, np.ndarray]) -> None:
     version = int(state["version"])
     if version != VERSION:
         raise ValueError(f"paint shot state version {version}, this code reads version {VERSION}")
-    palette = shot.palette
-    palette.colors = state["palette.colors"].astype(np.uint8)
-    palette._index = {int(key): i for i, key in enumerate(_packed(palette.colors))}
+    shot.palette.restore(state["palette.colors"], state.get("palette.opaque"))
     local = shot.local
     if bool(state["local.present"]):
         local.remember(_get_stats(state, "local.stats"), state["local.small"], state["local.belief"],
@@ -126,8 +125,3 @@ def _get_stats(state: dict, prefix: str) -> RegionStats:
     for name in _STATS_INTS:
         values[name] = int(values[name])
     return RegionStats(**values)
-
-
-def _packed(colors: np.ndarray) -> list[int]:
-    c = colors.astype(np.int64)
-    return (c[:, 0] << 16 | c[:, 1] << 8 | c[:, 2]).tolist()

@@ -46,7 +46,7 @@ def _socket(sockets, name: str, index: int):
     return sockets.get(name) or sockets[index]
 
 
-def build_group(scene, folder: str, name: str, first: int, last: int):
+def build_group(scene, folder: str, name: str, first: int, last: int, ext: str = "png"):
     group = bpy.data.node_groups.get(GROUP_NAME)
     if group is None:
         group = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
@@ -56,7 +56,7 @@ def build_group(scene, folder: str, name: str, first: int, last: int):
     group.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
     group.interface.new_socket("Confidence", in_out="OUTPUT", socket_type="NodeSocketColor")
 
-    color = _sequence_image(str(F.frame_path(folder, name, first)), f"{name} (colored)")
+    color = _sequence_image(str(F.frame_path(folder, name, first, ext)), f"{name} (colored)")
     conf = _sequence_image(str(F.frame_path(os.path.join(folder, "confidence"), name, first)), f"{name} (confidence)")
     inp = group.nodes.new("NodeGroupInput")
     inp.location = (-500, 0)

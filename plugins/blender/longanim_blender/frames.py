@@ -112,8 +112,75 @@ def decode_png(data: bytes) -> np.ndarray:
     return raw[:, 1:].reshape(h, w, c) if c > 1 else raw[:, 1:].reshape(h, w)
 
 
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """sRGB-encoded [0, 1] -> linear light (the piecewise IEC 61966-2-1 curve)."""
+    v = np.asarray(values, np.float32)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def exr_pixels(rgba8: np.ndarray) -> np.ndarray:
+    """A straight-alpha sRGB uint8 cel -> what an EXR holds: scene-linear RGB (sRGB
+    primaries) premultiplied by alpha, as OpenEXR and Blender's compositor expect."""
+    rgba = np.asarray(rgba8, np.float32) / 255.0
+    if rgba.shape[-1] == 3:
+        return np.concatenate([srgb_to_linear(rgba), np.ones(rgba.shape[:2] + (1,), np.float32)], axis=-1)
+    alpha = rgba[..., 3:4]
+    return np.concatenate([srgb_to_linear(rgba[..., :3]) * alpha, alpha], axis=-1)
+
+
+EXR_ZIP_LINES = 16  # scanlines per block with ZIP compression (the format fixes it)
+
+
+def encode_exr(rgba: np.ndarray) -> bytes:
+    """HxWx4 float (linear, premultiplied) -> a scanline OpenEXR file, half float, ZIP
+    compression, channels A, B, G, R. Written here (numpy + zlib) because Blender's Python
+    has no EXR writer off the main thread, and the writer thread must not touch bpy."""
+    pixels = np.ascontiguousarray(np.asarray(rgba, np.float32)[..., [3, 2, 1, 0]].astype("<f2"))
+    h, w, _ = pixels.shape
+
+    def attr(name: str, kind: str, value: bytes) -> bytes:
+        return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
+
+    chlist = b"".join(c.encode() + b"\0" + struct.pack("<iB3xii", 1, 0, 1, 1) for c in "ABGR") + b"\0"
+    window = struct.pack("<iiii", 0, 0, w - 1, h - 1)
+    header = (b"\x76\x2f\x31\x01" + struct.pack("<i", 2)
+              + attr("channels", "chlist", chlist) + attr("compression", "compression", b"\x03")
+              + attr("dataWindow", "box2i", window) + attr("displayWindow", "box2i", window)
+              + attr("lineOrder", "lineOrder", b"\x00") + attr("pixelAspectRatio", "float", struct.pack("<f", 1.0))
+              + attr("screenWindowCenter", "v2f", struct.pack("<ff", 0.0, 0.0))
+              + attr("screenWindowWidth", "float", struct.pack("<f", 1.0)) + b"\0")
+    blocks = []
+    for y in range(0, h, EXR_ZIP_LINES):
+        rows = pixels[y:y + EXR_ZIP_LINES]  # each scanline: all of A, then B, G, R
+        raw = np.ascontiguousarray(rows.transpose(0, 2, 1)).tobytes()
+        data = _exr_zip(raw)
+        blocks.append(struct.pack("<ii", y, len(data)) + data)
+    offsets, pos = [], len(header) + 8 * len(blocks)
+    for block in blocks:
+        offsets.append(pos)
+        pos += len(block)
+    return header + struct.pack(f"<{len(offsets)}Q", *offsets) + b"".join(blocks)
+
+
+def _exr_zip(raw: bytes) -> bytes:
+    """OpenEXR's ZIP: bytes split into even and odd halves, delta-coded, then zlib; kept
+    raw when that is not smaller (readers take a block of the raw size as uncompressed)."""
+    b = np.frombuffer(raw, np.uint8)
+    t = np.concatenate([b[0::2], b[1::2]])
+    d = t.copy()
+    d[1:] = (t[1:].astype(np.int16) - t[:-1].astype(np.int16) + 128) & 0xFF
+    packed = zlib.compress(d.tobytes(), 4)
+    return packed if len(packed) < len(raw) else raw
+
+
 def frame_path(folder: str | os.PathLike, name: str, number: int, ext: str = "png") -> Path:
     return Path(folder) / f"{name}.{number:04d}.{ext}"
+
+
+def frame_number(filename: str, name: str) -> int | None:
+    """The number of `name.####.ext`, or None for any other file name."""
+    middle = filename[len(name) + 1:].split(".")[0] if filename.startswith(name + ".") else ""
+    return int(middle) if middle.isdigit() else None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -36,6 +36,7 @@ def isolated_render(scene, obj, fills: bool):
         _set(saved, render, "film_transparent", True)
         _set(saved, render, "use_compositing", False)
         _set(saved, render, "use_sequencer", False)
+        _set(saved, render, "filepath", render.filepath)
         _set(saved, render.image_settings, "file_format", "PNG")
         _set(saved, render.image_settings, "color_mode", "RGBA")
         _set(saved, render.image_settings, "color_depth", "8")
@@ -76,9 +77,12 @@ class LineartRenderer:
         self.folder = folder or self._tmp.name
         self.timings: list[tuple[float, float]] = []
 
-    def render(self, number: int, fills: bool = False) -> np.ndarray:
+    def render(self, number: int, fills: bool = False, path: str | None = None) -> np.ndarray:
+        """Frame `number` as HxWx4 uint8; the PNG stays at `path` when one is given (a
+        path job's line art), else in this renderer's temporary folder."""
         scene = self.scene
-        path = os.path.join(self.folder, f"{'fills' if fills else 'lines'}.{number:04d}.png")
+        path = path or os.path.join(self.folder, f"{'fills' if fills else 'lines'}.{number:04d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         frame_before = scene.frame_current
         t0 = time.perf_counter()
         with isolated_render(scene, self.obj, fills):

@@ -1,5 +1,5 @@
 """The operators: Colorize shot (modal on a window-manager timer; a blocking loop in
-background mode), Cancel, and Check engine.
+background mode), Cancel, Check engine, and Start / Stop / Open Log of a local engine.
 
 The modal operator is thin (Blender's operator_modal_timer template): `invoke` starts a
 `ColorizeSession` and a timer, `modal` steps the session on TIMER events, cancels it on
@@ -9,12 +9,11 @@ Esc and passes every other event through, so Blender stays usable while the engi
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import bpy
 
-from . import preferences
+from . import local_engine, preferences
 from .session import ColorizeSession, Settings
 
 TICK_S = 0.05
@@ -29,6 +28,17 @@ def active_session(scene) -> ColorizeSession | None:
 
 def connection_state() -> str:
     return _engine_state["text"]
+
+
+def parse_frames(text: str) -> list[int]:
+    """'1001, 1040' (commas or spaces) -> [1001, 1040]; raises ValueError naming the bad part."""
+    numbers = []
+    for part in text.replace(",", " ").split():
+        try:
+            numbers.append(int(part))
+        except ValueError:
+            raise ValueError(f"key frames: {part!r} is not a frame number (write e.g. 1001, 1040)") from None
+    return numbers
 
 
 def settings_from(context, obj_name: str | None = None) -> Settings:
@@ -46,11 +56,12 @@ def settings_from(context, obj_name: str | None = None) -> Settings:
         out_dir = os.path.normpath(bpy.path.abspath(out_dir))
     return Settings(
         url=prefs.engine_url, object_name=name, frame_start=first, frame_end=last,
-        key_frame=props.key_frame,
+        key_frames=parse_frames(props.key_frames),
         key_image=bpy.path.abspath(props.key_image) if props.key_source == "IMAGE" else "",
         output_dir=out_dir, output_name=bpy.path.clean_name(props.output_name or name),
+        output_ext=props.output_format.lower(),
         backend=prefs.backend, timeout=prefs.timeout, curve_dir=bpy.path.abspath(prefs.curve_dir),
-        use_cache=props.use_cache)
+        use_cache=props.use_cache, path_roots=[bpy.path.abspath(r) for r in prefs.roots()])
 
 
 class LONGANIM_OT_colorize_shot(bpy.types.Operator):
@@ -67,9 +78,13 @@ class LONGANIM_OT_colorize_shot(bpy.types.Operator):
     def poll(cls, context):
         return context.scene is not None and context.scene.name not in _active
 
-    def _start(self, context) -> ColorizeSession:
-        session = ColorizeSession(settings_from(context, self.object_name or None), context.scene,
-                                  report=lambda kind, text: self.report({kind}, text))
+    def _start(self, context) -> ColorizeSession | None:
+        try:
+            settings = settings_from(context, self.object_name or None)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        session = ColorizeSession(settings, context.scene, report=lambda kind, text: self.report({kind}, text))
         self._session = session
         if not session.finished:
             _active[context.scene.name] = session
@@ -78,6 +93,8 @@ class LONGANIM_OT_colorize_shot(bpy.types.Operator):
     def execute(self, context):
         """Background mode and scripts: the same steps, in a loop, until the frames exist."""
         session = self._start(context)
+        if session is None:
+            return {"CANCELLED"}
         last_print = 0.0
         while not session.finished:
             session.tick()
@@ -92,13 +109,19 @@ class LONGANIM_OT_colorize_shot(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         session = self._start(context)
+        if session is None:
+            return {"CANCELLED"}
         if session.finished:
             return self._finish(context)
+        self._begin_modal(context)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _begin_modal(self, context) -> None:
+        """The timer whose TIMER events step the session, and the progress bar."""
         wm = context.window_manager
         self._timer = wm.event_timer_add(TICK_S, window=context.window)
-        wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
-        return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
         session = self._session
@@ -187,7 +210,93 @@ class LONGANIM_OT_check_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (LONGANIM_OT_colorize_shot, LONGANIM_OT_cancel_colorize, LONGANIM_OT_check_engine)
+class LONGANIM_OT_start_engine(bpy.types.Operator):
+    """Start `longanim serve` on this machine at the engine address (stopped again on Stop,
+    when the add-on is disabled and when Blender quits)"""
+
+    bl_idname = "longanim.start_engine"
+    bl_label = "Start Local Engine"
+
+    wait_s: bpy.props.FloatProperty(name="Wait", default=60.0, min=0.0,
+                                    description="Background mode: seconds to wait until the engine answers")
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        if not prefs.engine_url.startswith(("tcp://127.0.0.1:", "tcp://localhost:", "ipc://")):
+            self.report({"ERROR"}, f"a local engine listens on this machine only; set the engine address to "
+                        f"tcp://127.0.0.1:PORT (it is {prefs.engine_url})")
+            return {"CANCELLED"}
+        try:
+            local_engine.start(bpy.path.abspath(prefs.engine_python), prefs.engine_url,
+                               [bpy.path.abspath(r) for r in prefs.roots()], engine_folder())
+        except (ValueError, RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if bpy.app.background:  # a script goes on to colorize: wait until it answers
+            error = wait_until_up(prefs.engine_url, self.wait_s)
+            if error:
+                self.report({"ERROR"}, error)
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"Local engine up at {prefs.engine_url} (log {local_engine.log_path()})")
+        else:
+            bpy.ops.longanim.check_engine()
+        return {"FINISHED"}
+
+
+def engine_folder():
+    """Where the local engine's log and shutdown token go (the extension's user folder)."""
+    from pathlib import Path
+
+    return Path(bpy.utils.extension_path_user(__package__, create=True))
+
+
+def wait_until_up(url: str, wait_s: float) -> str | None:
+    """Blocking (background mode only): None once the engine answers, else why not."""
+    from .protocol.client import EngineClient, EngineError
+
+    deadline = time.monotonic() + wait_s
+    with EngineClient(url, timeout=1.0, client_name="longanim-blender") as client:
+        while time.monotonic() < deadline:
+            if not local_engine.running():
+                return f"the local engine {local_engine.state()}:\n" + "\n".join(local_engine.log_tail())
+            try:
+                client.ping(timeout=1.0)
+                return None
+            except EngineError:
+                continue
+    return f"the local engine did not answer within {wait_s:.0f} s; see {local_engine.log_path()}"
+
+
+class LONGANIM_OT_stop_engine(bpy.types.Operator):
+    """Stop the engine started with Start"""
+
+    bl_idname = "longanim.stop_engine"
+    bl_label = "Stop Local Engine"
+
+    def execute(self, context):
+        code = local_engine.stop()
+        _engine_state["text"] = "not checked"
+        self.report({"INFO"}, "no local engine was started" if code is None else f"local engine stopped ({code})")
+        return {"FINISHED"}
+
+
+class LONGANIM_OT_open_engine_log(bpy.types.Operator):
+    """Open the local engine's log in the system's text viewer"""
+
+    bl_idname = "longanim.open_engine_log"
+    bl_label = "Open Engine Log"
+
+    def execute(self, context):
+        path = local_engine.log_path()
+        if path is None:
+            self.report({"ERROR"}, "no local engine was started")
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=str(path))
+        return {"FINISHED"}
+
+
+classes = (LONGANIM_OT_colorize_shot, LONGANIM_OT_cancel_colorize, LONGANIM_OT_check_engine,
+           LONGANIM_OT_start_engine, LONGANIM_OT_stop_engine, LONGANIM_OT_open_engine_log)
 
 
 def register():
@@ -200,5 +309,6 @@ def unregister():
         session.cancel()
         session.close()
     _active.clear()
+    local_engine.stop()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -28,11 +28,12 @@ class LONGANIM_PT_colorize(bpy.types.Panel):
         row.prop(props, "frame_start")
         row.prop(props, "frame_end")
         col.prop(props, "key_source")
-        col.prop(props, "key_frame")
+        col.prop(props, "key_frames")
         if props.key_source == "IMAGE":
             col.prop(props, "key_image")
         col.prop(props, "output_dir")
         col.prop(props, "output_name")
+        col.prop(props, "output_format")
         col.prop(props, "use_cache")
         session = active_session(context.scene)
         if session is None:

@@ -18,8 +18,12 @@ class LONGANIM_Preferences(bpy.types.AddonPreferences):
         description="Seconds to wait for the engine's answer to one request before saying it is down")
     path_roots: bpy.props.StringProperty(
         name="Engine path roots", default="",
-        description="Folders the engine was started with (--roots), separated by ';'. Frames are sent "
-                    "inline; the roots are kept for path jobs on shared storage")
+        description="Folders the engine was started with (--roots), separated by ';'. An output folder "
+                    "inside one is a path job (the engine reads and writes the files); else the pixels are sent")
+    engine_python: bpy.props.StringProperty(
+        name="Engine Python", subtype="FILE_PATH", default="",
+        description="For Start: the python of the environment longanim is installed in "
+                    "(empty: `longanim` on PATH)")
     curve_dir: bpy.props.StringProperty(
         name="CurveZMQ key folder", subtype="DIR_PATH", default="",
         description="Folder with client.key_secret and server.key (from `longanim keys DIR`); "
@@ -34,11 +38,26 @@ class LONGANIM_Preferences(bpy.types.AddonPreferences):
         layout.prop(self, "backend")
         layout.prop(self, "curve_dir")
         layout.prop(self, "path_roots")
+        from . import local_engine
         from .operators import connection_state
 
         row = layout.row()
         row.label(text=f"Engine: {connection_state()}")
         row.operator("longanim.check_engine", text="Check")
+        box = layout.box()
+        box.prop(self, "engine_python")
+        row = box.row()
+        row.label(text=f"Local engine: {local_engine.state()}")
+        row.operator("longanim.start_engine", text="Start")
+        row.operator("longanim.stop_engine", text="Stop")
+        if local_engine.log_path() is not None:
+            row.operator("longanim.open_engine_log", text="Open Log")
+            col = box.column(align=True)
+            for line in local_engine.log_tail():
+                col.label(text=line[-160:])
+
+    def roots(self) -> list[str]:
+        return [r.strip() for r in self.path_roots.split(";") if r.strip()]
 
 
 def get(context=None) -> "LONGANIM_Preferences":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import bpy
 
+# Blender 4.5+ warns when a path property that does not declare it is set to a "//" path.
+_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"}
+
 
 class LONGANIM_SceneSettings(bpy.types.PropertyGroup):
     use_scene_range: bpy.props.BoolProperty(name="Scene range", default=True,
@@ -14,11 +17,20 @@ class LONGANIM_SceneSettings(bpy.types.PropertyGroup):
         name="Keyframe", default="RENDER",
         items=[("RENDER", "Painted frame", "Render a frame of this object with its fills on (the frame you painted)"),
                ("IMAGE", "Image file", "A painted image at the scene resolution")])
-    key_frame: bpy.props.IntProperty(name="Key frame", default=1,
-                                     description="Frame number of the keyframe")
-    key_image: bpy.props.StringProperty(name="Key image", subtype="FILE_PATH", default="")
-    output_dir: bpy.props.StringProperty(name="Output folder", subtype="DIR_PATH", default="//",
-                                         description="Where name.####.png go ('//': beside the .blend)")
+    key_frames: bpy.props.StringProperty(
+        name="Key frames", default="1",
+        description="The frames you painted, e.g. '1001, 1040' (each is rendered with its fills on, or "
+                    "read from the key image)")
+    key_image: bpy.props.StringProperty(
+        name="Key image", subtype="FILE_PATH", default="", options=_RELATIVE,
+        description="A painted image at the scene resolution; for several key frames a pattern such as "
+                    "//keys/key.####.png")
+    output_format: bpy.props.EnumProperty(
+        name="Format", default="PNG",
+        items=[("PNG", "PNG", "8-bit sRGB with alpha"),
+               ("EXR", "OpenEXR", "Half float, scene-linear, premultiplied alpha")])
+    output_dir: bpy.props.StringProperty(name="Output folder", subtype="DIR_PATH", default="//", options=_RELATIVE,
+                                         description="Where name.####.png (or .exr) go ('//': beside the .blend)")
     output_name: bpy.props.StringProperty(name="Name", default="",
                                           description="File name before .####.png (empty: the object's name)")
     use_cache: bpy.props.BoolProperty(name="Engine cache", default=True,
