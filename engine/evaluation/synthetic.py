@@ -80,14 +80,15 @@ def _ellipse(cx: float, cy: float, ax: float, ay: float, n: int = 48) -> np.ndar
     return np.stack([cx + ax * np.cos(t), cy + ay * np.sin(t)], axis=1)
 
 
-def _capsule(x0: float, y0: float, angle: float, length: float, width: float) -> np.ndarray:
-    """A limb: a rectangle with round ends, in local character units."""
+def _capsule(x0: float, y0: float, angle: float, length: float, width: float, points: int = 10) -> np.ndarray:
+    """A limb: a rectangle with round ends (`points` per end), in local character units,
+    swung by `angle` (radians, 0 = straight down) from (x0, y0)."""
     dx, dy = math.sin(angle), math.cos(angle)
     x1, y1 = x0 + dx * length, y0 + dy * length
     base = math.atan2(dy, dx)
     r = width / 2
-    a = np.linspace(base + np.pi / 2, base + 3 * np.pi / 2, 10)
-    b = np.linspace(base - np.pi / 2, base + np.pi / 2, 10)
+    a = np.linspace(base + np.pi / 2, base + 3 * np.pi / 2, points)
+    b = np.linspace(base - np.pi / 2, base + np.pi / 2, points)
     start = np.stack([x0 + r * np.cos(a), y0 + r * np.sin(a)], axis=1)
     end = np.stack([x1 + r * np.cos(b), y1 + r * np.sin(b)], axis=1)
     return np.concatenate([start, end])

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from longanim.engine.evaluation.synthetic import _capsule as synthetic_capsule
 from longanim.engine.evaluation.synthetic import _cut_gaps
 
 SHIFT = 4  # cv2 fixed-point bits
@@ -321,15 +322,8 @@ def _rect(x0, y0, x1, y1) -> np.ndarray:
 
 
 def _capsule(x0: float, y0: float, angle: float, length: float, width: float) -> np.ndarray:
-    """A limb hanging from (x0, y0), swung by `angle` (radians, 0 = straight down)."""
-    dx, dy = math.sin(angle), math.cos(angle)
-    x1, y1 = x0 + dx * length, y0 + dy * length
-    base = math.atan2(dy, dx)
-    r = width / 2
-    a = np.linspace(base + np.pi / 2, base + 3 * np.pi / 2, 9)
-    b = np.linspace(base - np.pi / 2, base + np.pi / 2, 9)
-    return np.concatenate([np.stack([x0 + r * np.cos(a), y0 + r * np.sin(a)], axis=1),
-                           np.stack([x1 + r * np.cos(b), y1 + r * np.sin(b)], axis=1)])
+    """A limb hanging from (x0, y0): the first generator's, 9 points an end."""
+    return synthetic_capsule(x0, y0, angle, length, width, points=9)
 
 
 def _hair(cx: float, cy: float) -> np.ndarray:
