@@ -9,10 +9,11 @@ gives it (`python -m longanim colorize LINEART --ref KEY -o OUT --backend paint 
 
   start       seconds from the task's process start to its first colored frame on disk (the
               output folder polled every 5 ms; frames are renamed into place whole, so a name
-              that is there is a finished file). Three starts: fresh; resumed from a checkpoint
-              half way (a re-queued task: the checkpoint is read and checked first); and through
-              `openjd run farm/template.yaml` (session start and task script included), when
-              openjd is installed. Target: <= 5 s with paint.
+              that is there is a finished file). Four starts: fresh; resumed from a checkpoint
+              half way (a re-queued task: the checkpoint is read and checked first); the same
+              through a running engine (Engine=session: `--engine URL`, the engine resumes); and
+              through `openjd run farm/template.yaml` (session start and task script included),
+              when openjd is installed. Target: <= 5 s with paint.
   checkpoint  one shot with --checkpoint-every 0 (never), 25 (the template's default) and 5:
               fps from report.json (the pipeline's own clock: reading, colorizing, writing,
               saving checkpoints), runs interleaved so a busy spell hits all settings alike;
@@ -116,11 +117,52 @@ def _first_frame_seconds(argv: list[str], out: Path, wanted: str | None = None, 
             proc.wait()
 
 
+class _Engine:
+    """`longanim serve` as the farm's session environment starts it (--roots, no cache), warm
+    before the tasks start: what a re-queued task meets in a running session."""
+
+    def __init__(self, work: Path):
+        self.log = work / "engine.log"
+        argv = [sys.executable, "-m", "longanim", "serve", "--bind", "tcp://127.0.0.1:*", "--roots", str(work),
+                "--no-cache", "--token-file", str(work / "engine.token")]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 120
+        self.url = None
+        while self.url is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the engine did not start:\n{self.log.read_text(errors='replace')[-2000:]}")
+            found = [w for w in self.log.read_text(errors="replace").split() if w.startswith("tcp://")]
+            self.url = found[0] if found else None
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def bench_start(work: Path, size: tuple[int, int], frames: int, repeats: int) -> list[dict]:
     shot = make_shot_files(work / "start-shot", frames, size, seed=3)
     half = 1001 + frames // 2 - 1
-    rows = {"fresh": [], "resumed": [], "openjd run": []}
+    rows = {"fresh": [], "resumed": [], "engine, resumed": [], "openjd run": []}
     openjd = shutil.which("openjd")
+    engine = _Engine(work)
+    try:
+        for r in range(repeats):
+            out = work / f"start-engine-{r}"
+            first = subprocess.run(task_command(shot, out, 25, "--frames", f"1001-{half}"), capture_output=True,
+                                   cwd=ROOT, check=False)
+            if first.returncode != 0:
+                raise RuntimeError(first.stderr.decode(errors="replace")[-2000:])
+            rows["engine, resumed"].append(_first_frame_seconds(
+                task_command(shot, out, 25, "--engine", engine.url), out, f"shot.{half + 1}.png"))
+    finally:
+        engine.close()
     for r in range(repeats):
         out = work / f"start-fresh-{r}"
         rows["fresh"].append(_first_frame_seconds(task_command(shot, out, 25), out))
@@ -140,6 +182,8 @@ def bench_start(work: Path, size: tuple[int, int], frames: int, repeats: int) ->
             rows["openjd run"].append(_first_frame_seconds(argv, out))
     notes = {"fresh": "process start -> first frame",
              "resumed": f"process start -> frame {half + 1}, resumed from the checkpoint after {half}",
+             "engine, resumed": "as resumed, through a running session engine (`--engine`, a path job with "
+                                "`resume`: the engine reads and checks the checkpoint)",
              "openjd run": "`openjd run farm/template.yaml` start -> first frame (session + task script)"}
     return [{"start": k, "what": notes[k], "runs": v, "median": statistics.median(v)} for k, v in rows.items() if v]
 

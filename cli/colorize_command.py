@@ -47,8 +47,10 @@ def add_arguments(parser) -> None:
 
 
 CHECKPOINT_EVERY = 25
+# Exit codes (the table is in farm/README.md): 0 done; 2 bad input, bad options or a refused
+# checkpoint, from main() (retrying will not help); 1 failed, worth a retry; 143 cancelled.
 EXIT_CANCELLED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
-EXIT_ENGINE_FAILED = 1  # a farm task whose engine failed or went away: unlike bad input (2), worth a retry
+EXIT_ENGINE_FAILED = 1  # the engine failed the job or went away: unlike bad input (2), worth a retry
 
 
 def run(args) -> int:
@@ -101,9 +103,11 @@ def run(args) -> int:
 
 def _run_remote(args) -> int:
     """Through an engine: the same progress lines and SIGTERM handling as in-process (a farm
-    task is cancelled the same way either way); the engine holds the shot's memory, so there
-    is no checkpoint here and --resume cannot apply. For a farm (--progress openjd) a failed
-    engine job or a lost engine exits 1, not 2: it retries 1, and 2 says the input is wrong."""
+    task is cancelled the same way either way). An engine that reads the files itself (its
+    --roots) keeps the checkpoints in the output folder, so --resume applies as in-process;
+    one that is sent the pixels holds the shot's memory and keeps none. An engine that is lost,
+    or fails the job for any reason but its input, exits 1 whatever --progress says: a farm
+    retries it, while 2 says the input is wrong and a retry would fail the same way."""
     from longanim.engine.backends.base import Cancelled
     from longanim.engine.errors import LonganimError
     from longanim.engine.sequences.reader import open_sequence, parse_frame_range
@@ -114,9 +118,6 @@ def _run_remote(args) -> int:
         frames = parse_frame_range(args.frames) if args.frames else None
         with open_sequence(args.lineart, frames) as shot:
             progress = OpenJDProgress(len(shot.frames))
-    if args.resume and not args.quiet:
-        print("longanim colorize: --resume has no effect through an engine (it keeps the shot's memory, "
-              "no checkpoint is written): the shot starts from its beginning", file=sys.stderr, flush=True)
     with _TermCancels() as term:
         try:
             return run_remote(args, progress=progress, cancelled=term.is_set)
@@ -126,8 +127,10 @@ def _run_remote(args) -> int:
             print(f"longanim colorize: {exc}", file=sys.stderr)
             return EXIT_CANCELLED
         except LonganimError as exc:
-            if isinstance(exc, InputError) or args.progress != "openjd":
+            if isinstance(exc, InputError):
                 raise
+            if args.progress == "openjd":
+                print(f"openjd_fail: {exc}", flush=True)
             print(f"longanim colorize: error: {exc}", file=sys.stderr)
             return EXIT_ENGINE_FAILED
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 NAME = "serve"
+WATCH_S = 0.5  # how often --exit-with-parent looks at its process
 HELP = "Run the colorization engine: a ZeroMQ server that keeps the model warm for clients."
 
 
@@ -42,6 +43,10 @@ def add_arguments(parser) -> None:
                         help="unfinished jobs one client may have; more are refused as busy (default: %(default)s)")
     parser.add_argument("--token-file", default=None,
                         help="where to write the shutdown token (default: ~/.cache/longanim/engine-HOST-PORT.token)")
+    parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
+                        help="stop (cancelling running jobs) once process PID has exited, e.g. the render-farm "
+                             "worker that started this engine, so a killed worker leaves no engine behind; "
+                             f"checked every {WATCH_S:g} s")
 
 
 def run(args) -> int:
@@ -59,6 +64,11 @@ def run(args) -> int:
         raise InputError("--max-message-mb must be positive")
     if args.max_queued_jobs < 1:
         raise InputError("--max-queued-jobs must be at least 1")
+    watched = None
+    if args.exit_with_parent is not None:
+        from longanim.process_watch import WatchedProcess
+
+        watched = WatchedProcess(args.exit_with_parent)  # refuses a process that is not running now
     cache = None
     if not args.no_cache:
         cache = args.cache or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -91,6 +101,8 @@ def run(args) -> int:
     security = "CurveZMQ" if args.curve_keys else "no encryption"
     print(f"longanim serve: listening on {server.endpoint} ({security}; devices {', '.join(config.devices)}; "
           f"cache {cache or 'off'}; shutdown token in {server.token_path}; pid {os.getpid()})", flush=True)
+    if watched is not None:
+        watched.on_exit(server.stop, WATCH_S, f"longanim serve: process {watched.pid} has exited; stopping")
     server.serve_forever()
     print("longanim serve: stopped", flush=True)
     return 0

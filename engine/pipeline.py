@@ -181,56 +181,41 @@ def colorize_shot(
         first_written = shot.frames[0]
         saver = _Checkpoints(plan, checkpoint_every, guard, whole)
         for n in shot.frames:
-            if n in plan.done:  # written by the run this one resumes
-                _finished(report, ColoredFrame(n, None, None, {"review_fraction": plan.done[n]}), writer.path_for(n),
-                          None, None, started, total)
+            if n in plan.done:  # written by the run this one resumes; told to `on_frame` (an engine's client) too
+                _finished(report, ColoredFrame(n, None, None, {"review_fraction": plan.done[n], "resumed": True}),
+                          writer.path_for(n), on_frame, None, started, total)
+        # A backend that looks ahead (a diffusion segment reads the frames after it, segments are
+        # planned from the shot's end) is given the frames through the shot's end, so a range
+        # comes out as it does in the whole run; reading stops once the range is written.
+        looks_ahead = not engine.causal and not engine.frame_independent
+        end = whole.frames[-1] if looks_ahead else shot.frames[-1]
         if plan.start > shot.frames[-1]:
             todo = iter(())
         else:
-            run_seq = shot if plan.start == shot.frames[0] else open_sequence(lineart_source, (plan.start, shot.frames[-1]))
+            run_seq = shot if (plan.start, end) == (shot.frames[0], shot.frames[-1]) \
+                else open_sequence(lineart_source, (plan.start, end))
             todo = _prefetch(_lineart_frames(run_seq, alphas))
         if engine.resumable:
-            # The cancel flag is read here, between frames, where the state can be saved.
-            results = engine.colorize_resumable(todo, keyframes, plan.state, progress=progress)
+            # The cancel flag is read here too, between frames, where the state can be saved; the
+            # backend reads it inside a frame it takes long over (a diffusion segment's steps).
+            results = engine.colorize_resumable(todo, keyframes, plan.state, progress=progress, cancelled=cancelled)
         else:
             results = ((result, None) for result in engine.colorize(todo, keyframes, progress=progress,
                                                                     cancelled=cancelled))
-        warmed = 0
         if cancelled is not None and cancelled():
             raise Cancelled("cancelled before the first frame")
         with _OrderedWrites() as writes:
-            for result, snapshot in results:
-                n = result.number
-                last = n == shot.frames[-1]
-                if n < first_written:  # warm-up: the memory goes through it, nothing is written
-                    alphas.pop(n, None)
-                    warmed += 1
-                    if progress is not None:
-                        progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
-                    saver.frame_done(n, snapshot, None)
-                else:
-                    film = alphas.pop(n, None)
-
-                    def write(result=result, film=film) -> Path:
-                        confidence = result.confidence8
-                        if confidence is None:
-                            confidence = _confidence_image(result.confidence)
-                        confidence_writer.write(result.number, confidence)
-                        return writer.write_display(result.number, *with_coverage(result.rgb, film))
-
-                    saver.frame_computed(n, snapshot, last)
-                    for done_result, path in writes.submit(result, write):
-                        _finished(report, done_result, path, on_frame, progress, started, total)
-                        saver.written(done_result.number, report.review_fraction[done_result.number])
-                if cancelled is not None and cancelled() and not last:
-                    # Whatever is in flight is finished (every file is whole), the state after the
-                    # last frame is saved, and then the run stops.
-                    saver.cancel_at(n, snapshot)
-                    for done_result, path in writes.drain():
-                        _finished(report, done_result, path, on_frame, progress, started, total)
-                        saver.written(done_result.number, report.review_fraction[done_result.number])
-                    saver.flush()
-                    raise Cancelled(f"cancelled after frame {n}" + (" (checkpoint saved)" if saver.saved else ""))
+            try:
+                _write_results(results, shot, first_written, writes, writer, confidence_writer, alphas, saver,
+                               report, on_frame, progress, cancelled, started, total, plan)
+            except Cancelled:
+                # Cancelled inside a frame: whatever is in flight is finished (every file is whole)
+                # and the states saved so far stay; the frame being computed is dropped.
+                for done_result, path in writes.drain():
+                    _finished(report, done_result, path, on_frame, progress, started, total)
+                    saver.written(done_result.number, report.review_fraction[done_result.number])
+                saver.flush()
+                raise
             for done_result, path in writes.drain():
                 _finished(report, done_result, path, on_frame, progress, started, total)
                 saver.written(done_result.number, report.review_fraction[done_result.number])
@@ -246,6 +231,49 @@ def colorize_shot(
             run_seq.close()
         shot.close()
         whole.close()
+
+
+def _write_results(results, shot, first_written, writes, writer, confidence_writer, alphas, saver, report,
+                   on_frame, progress, cancelled, started, total, plan) -> None:
+    """The backend's frames, in order: warm-up frames run through the memory, the range's frames
+    written (on `writes`' threads), checkpoints saved as their frames land; a cancel between
+    frames finishes what is in flight and saves the state after the last frame. Stops at the
+    range's last frame: a backend that looks ahead may have been given more."""
+    warmed = 0
+    for result, snapshot in results:
+        n = result.number
+        last = n == shot.frames[-1]
+        if n < first_written:  # warm-up: the memory goes through it, nothing is written
+            alphas.pop(n, None)
+            warmed += 1
+            if progress is not None:
+                progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
+            saver.frame_done(n, snapshot, None)
+        else:
+            film = alphas.pop(n, None)
+
+            def write(result=result, film=film) -> Path:
+                confidence = result.confidence8
+                if confidence is None:
+                    confidence = _confidence_image(result.confidence)
+                confidence_writer.write(result.number, confidence)
+                return writer.write_display(result.number, *with_coverage(result.rgb, film))
+
+            saver.frame_computed(n, snapshot, last)
+            for done_result, path in writes.submit(result, write):
+                _finished(report, done_result, path, on_frame, progress, started, total)
+                saver.written(done_result.number, report.review_fraction[done_result.number])
+        if cancelled is not None and cancelled() and not last:
+            # Whatever is in flight is finished (every file is whole), the state after the
+            # last frame is saved, and then the run stops.
+            saver.cancel_at(n, snapshot)
+            for done_result, path in writes.drain():
+                _finished(report, done_result, path, on_frame, progress, started, total)
+                saver.written(done_result.number, report.review_fraction[done_result.number])
+            saver.flush()
+            raise Cancelled(f"cancelled after frame {n}" + (" (checkpoint saved)" if saver.saved else ""))
+        if last:
+            break
 
 
 CHECKPOINT_FORMAT = "longanim-checkpoint"
@@ -483,7 +511,9 @@ def _plan_start(whole, shot, keyframes, engine, outdir, writer, *, resume: bool,
 class _Checkpoints:
     """Saves the state every `every` frames the backend colorizes, at the end and on a cancel;
     a state is saved only once the frames up to it are on disk, so a checkpoint never lists a
-    frame that a kill could have left unwritten."""
+    frame that a kill could have left unwritten. A backend that can stop only at some frames
+    (a diffusion model at its segments' ends) hands no state for the others: a save due at
+    one of those is made at the next frame that has a state."""
 
     def __init__(self, plan: _Plan, every: int | None, guard, whole: FrameSequence) -> None:
         self.plan = plan
@@ -494,19 +524,25 @@ class _Checkpoints:
         self.done = dict(plan.inherited)
         self.pending: deque = deque()  # (frame, state) waiting for that frame's files
         self.colorized = 0
+        self.owed = False  # a save was due at a frame without a state
         self.saved: int | None = None
 
-    def _due(self) -> bool:
+    def _due(self, snapshot, last: bool = False) -> bool:
         self.colorized += 1
-        return bool(self.every) and self.colorized % self.every == 0
+        if self.every and (self.colorized % self.every == 0 or last):
+            self.owed = True
+        if self.owed and snapshot is not None:
+            self.owed = False
+            return True
+        return False
 
     def frame_done(self, n: int, snapshot, _unused) -> None:
         """A warm-up frame: nothing of it is written, so its state can be saved at once."""
-        if self._due() and snapshot is not None:
+        if self._due(snapshot):
             self._save(n, snapshot())
 
     def frame_computed(self, n: int, snapshot, last: bool) -> None:
-        if (self._due() or (last and self.every)) and snapshot is not None:
+        if self._due(snapshot, last):
             self.pending.append((n, snapshot()))
 
     def cancel_at(self, n: int, snapshot) -> None:

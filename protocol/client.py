@@ -89,6 +89,7 @@ class Job:
         self.eta_s: float | None = None
         self.error: dict | None = None
         self.summary: dict = {}
+        self.start: dict | None = None  # how a path job began (resumed from a checkpoint...), from a 1.2 engine
         self.received: set[int] = set()
         self.results_queue: collections.deque[Result] = collections.deque()
         self.events_seen = 0
@@ -135,6 +136,8 @@ class Job:
             for key in ("state", "frames_done", "frames_total", "eta_s", "error"):
                 if key in c:
                     setattr(self, key, c[key])
+            if isinstance(c.get("start"), dict):
+                self.start = c["start"]
             if msg.msg_type == M.DONE:
                 self.summary = c
 
@@ -188,10 +191,13 @@ class Job:
         return out
 
     def results(self, timeout: float = 60.0) -> Iterator[Result]:
-        """Yield results until the job ends. `timeout` bounds the wait for each next
-        event (progress counts), not the whole job; a failed job raises EngineError."""
+        """Yield results until the job ends. `timeout` bounds the engine's silence, not the
+        whole job: any word from it counts, the replies to the heartbeat pings included, so
+        a job queued behind another or a model loading for minutes waits while the engine
+        answers, and a lost engine fails the wait (`EngineTimeout`) after `timeout`. A
+        failed job raises EngineError."""
         last = time.monotonic()
-        seen = self.events_seen
+        seen, heard = self.events_seen, self.client.heard_at
         while True:
             while self.results_queue:
                 last = time.monotonic()
@@ -199,8 +205,8 @@ class Job:
             if self.final:
                 break
             self.client._pump(self.client._pump_wait())
-            if self.events_seen != seen:  # progress counts, e.g. denoising steps of a long segment
-                seen, last = self.events_seen, time.monotonic()
+            if self.events_seen != seen or self.client.heard_at != heard:  # an event, or a heartbeat reply
+                seen, heard, last = self.events_seen, self.client.heard_at, time.monotonic()
             elif time.monotonic() - last > timeout:
                 raise EngineTimeout(f"job {self.id}: nothing from the engine for {timeout:.0f} s")
         while self.results_queue:
@@ -242,6 +248,10 @@ class EngineClient(Connection):
         self._early: dict[str, list[Message]] = {}
         # Events for poll(); bounded, since blocking users read results from their Job instead.
         self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
+        # Messages that answer no request of ours (events, heartbeat replies) were last heard
+        # then: the engine is alive (a new socket is not a word from it, so a lost engine's
+        # reconnects do not count).
+        self.heard_at = 0.0
         super().__init__(url, **connection)
 
     def __enter__(self) -> "EngineClient":
@@ -326,6 +336,7 @@ class EngineClient(Connection):
             self._resync(job)  # it ended, and its job_done never came
 
     def _route(self, msg: Message) -> None:
+        self.heard_at = time.monotonic()
         if msg.msg_type in M.EVENTS:
             job_id = msg.content.get("job_id")
             job = self.jobs.get(job_id)
@@ -517,19 +528,29 @@ class EngineClient(Connection):
         out_ext: str | None = None,
         label: str = "",
         allow_gaps: bool = False,
+        checkpoint_every: int = 0,
+        resume: bool = False,
         timeout: float | None = None,
         wait: bool = True,
     ) -> Job:
         """Submit files on storage the engine shares (absolute paths inside its --roots);
         the engine writes the output files itself. `allow_gaps`: skip (and report) frames
-        missing from the numbering instead of failing. `wait` as for `submit_frames`."""
+        missing from the numbering instead of failing. `checkpoint_every` frames the engine
+        saves the shot's state in the output folder, and `resume` continues from the one
+        there (protocol 1.2: a 1.1 engine ignores both; `job.start` then stays None).
+        `wait` as for `submit_frames`."""
+        output = {"kind": "path", "path": output, "ext": out_ext}
+        if checkpoint_every:
+            output["checkpoint_every"] = int(checkpoint_every)
+        if resume:
+            output["resume"] = True
         content = {
             "backend": backend,
             "options": dict(options or {}),
             "input": {"kind": "path", "lineart": lineart, "frames": list(frames) if frames else None,
                       "allow_gaps": bool(allow_gaps)},
             "refs": [{"path": str(p), "frame": f} for p, f in refs],
-            "output": {"kind": "path", "path": output, "ext": out_ext},
+            "output": output,
             "label": label,
         }
         job = Job(self, None, None)

@@ -41,6 +41,8 @@ MAX_SIDE = 32768
 MAX_FRAME_NUMBER = 10**9
 MAX_DEPTH = 32  # nesting of maps and lists in a request's content
 MAX_LABEL = 1024  # characters of a job label
+MAX_CHECKPOINT_EVERY = 10**6  # frames between checkpoints of a path job (0: none)
+CHECKPOINT_FIELDS = ("resume", "checkpoint_every")  # of a path job's output (protocol 1.2)
 
 
 def reply_type(request_type: str) -> str:
@@ -175,9 +177,17 @@ def validate_submit(msg: Message) -> None:
     out = content.get("output", {"kind": "inline"})
     okind = out.get("kind")
     if okind == "path":
-        check_fields(out, {"path": (_STR, True), "ext": (_OPT_STR, False)}, "output")
+        check_fields(out, {"path": (_STR, True), "ext": (_OPT_STR, False), "resume": (_BOOL, False),
+                           "checkpoint_every": (_INT, False)}, "output")
+        every = out.get("checkpoint_every", 0)
+        if not 0 <= every <= MAX_CHECKPOINT_EVERY:
+            raise invalid(f"output.checkpoint_every must be 0 (no checkpoints) to {MAX_CHECKPOINT_EVERY} frames, "
+                          f"got {every}")
     elif okind != "inline":
         raise invalid(f"output.kind must be 'inline' or 'path', got {okind!r:.40}")
+    if okind != "path" and any(name in out for name in CHECKPOINT_FIELDS):
+        raise invalid("output.resume and output.checkpoint_every need a path output: the checkpoint is a file in "
+                      "the output folder")
     if okind == "path" and kind != "path":
         raise invalid("output to a path needs a path input (inline input gets inline output)")
     if kind == "path" and okind != "path":

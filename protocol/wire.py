@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import msgpack
 
 # The protocol version lives here and only here; PROTOCOL.md and tests read it.
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 
 DELIMITER = b"<LONGANIM|MSG>"
 N_MAP_FRAMES = 4

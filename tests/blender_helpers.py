@@ -74,6 +74,11 @@ def _imports_bpy(py: Path) -> bool:
         return False
 
 
+class BlenderCrashed(AssertionError):
+    """Blender itself died of a signal (bpy 4.5.15 on software OpenGL now and then segfaults
+    after EGL_BAD_MATCH, here as on CI), as opposed to a step that failed."""
+
+
 def run_driver(python: str, spec: dict, tmp: Path, timeout: float = 170.0) -> dict:
     """Run this file in the bpy Python with `spec`; returns the JSON it wrote."""
     spec_path = tmp / "spec.json"
@@ -86,6 +91,8 @@ def run_driver(python: str, spec: dict, tmp: Path, timeout: float = 170.0) -> di
                           timeout=timeout, env=env, cwd=str(tmp))
     log = (proc.stdout + proc.stderr)[-6000:]
     (tmp / "driver.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode < 0:
+        raise BlenderCrashed(f"Blender died of signal {-proc.returncode}:\n{log}")
     if proc.returncode != 0:
         raise AssertionError(f"the Blender driver failed ({proc.returncode}):\n{log}")
     out = json.loads(Path(spec["out"]).read_text())
@@ -154,18 +161,19 @@ class _Event:
         self.type, self.value = type, value
 
 
-def _blocking_renders(bpy, scene, seconds: float) -> int:
+def _blocking_main_thread(bpy, scene, seconds: float) -> int:
     """What an F12 render in a script, or a long dialog, does to the add-on: Blender's main
-    thread is busy for `seconds` and no timer fires. Real renders of the scene (Workbench:
-    EEVEE compiles shaders for minutes on software OpenGL)."""
-    engine, scene.render.engine = scene.render.engine, "BLENDER_WORKBENCH"
+    thread is busy for `seconds` and no timer fires. The scene is evaluated frame after frame
+    (depsgraph work on the main thread, as scrubbing or a bake does), without opening more
+    OpenGL work than the add-on's own renders on software OpenGL."""
+    before, first, last = scene.frame_current, scene.frame_start, scene.frame_end
     t0, n = time.monotonic(), 0
     try:
         while time.monotonic() - t0 < seconds:
-            bpy.ops.render.render()
+            scene.frame_set(first + n % (last - first + 1))
             n += 1
     finally:
-        scene.render.engine = engine
+        scene.frame_set(before)
     return n
 
 
@@ -212,7 +220,7 @@ def _drive_modal(bpy, op_cls, object_name: str, cancel_after_results: int | None
                 paused = {"job_id": session.job.id, "state": session.state, "rendered": session.rendered,
                           "results": session.results}
                 t = time.monotonic()
-                paused["renders"] = _blocking_renders(bpy, ctx.scene, pause["seconds"])
+                paused["evaluations"] = _blocking_main_thread(bpy, ctx.scene, pause["seconds"])
                 paused["seconds"] = time.monotonic() - t
             if cancel_after_results is not None and not esc_sent and session.results >= cancel_after_results:
                 job_id = session.job.id
@@ -232,11 +240,55 @@ def _drive_modal(bpy, op_cls, object_name: str, cancel_after_results: int | None
             "results": session.results, "cached": session.cached, "rendered": session.rendered,
             "timer": timer_real, "timer_removed": timer_removed, "paused": paused,
             "resubmitted": session.resubmitted, "jobs_lost": session.jobs_lost, "mode": session.mode,
+            "coverage": session.coverage, "result_channels": sorted(session.result_channels),
             "tick_max_ms": {k: 1000 * max(v) for k, v in by_state.items()},
             "tick_median_ms": {k: 1000 * sorted(v)[len(v) // 2] for k, v in by_state.items()},
             "ticks": {k: len(v) for k, v in by_state.items()},
             "render_s": [round(r, 4) for r, _ in session.renderer.timings] if session.renderer else [],
             "read_s": [round(r, 4) for _, r in session.renderer.timings] if session.renderer else []}
+
+
+def _pictures(bpy, module: str, scene, obj, keys: list[int], numbers: list[int], folder: Path) -> dict:
+    """The panels of the README's walkthrough picture, each rendered by Blender into
+    `folder`: the painted keyframes `keys`, the line art of the last of `numbers` (what the
+    engine gets), and each of `numbers` through the scene's compositor with the add-on's node
+    group (its Image output; for the last frame its Confidence output too, wired to the
+    compositor's output for that render).
+
+    Not a screenshot: bpy as a module runs in background mode, where screen.screenshot
+    and screen.screenshot_area refuse to run (their poll fails) and render.opengl has no
+    OpenGL context, so no picture of Blender's UI can be made here."""
+    import importlib
+
+    lr = importlib.import_module(module + ".lineart_render")
+    fr = importlib.import_module(module + ".frames")
+    folder.mkdir(parents=True, exist_ok=True)
+    renderer = lr.LineartRenderer(scene, obj)
+    panels = {f"keyframe.{k}": renderer.render(k, fills=True) for k in keys}
+    panels[f"lineart.{numbers[-1]}"] = renderer.render(numbers[-1], fills=False)
+    renderer.close()
+    tree = getattr(scene, "compositing_node_group", None) or scene.node_tree
+    group = tree.nodes["LongAnimation Colorize"]
+    output = next(n for n in tree.nodes if n.bl_idname in ("NodeGroupOutput", "CompositorNodeComposite"))
+    before = scene.frame_current
+    try:
+        for number, socket in [(n, "Image") for n in numbers] + [(numbers[-1], "Confidence")]:
+            tree.links.new(group.outputs[socket], output.inputs[0])
+            path = folder / f"render.{socket.lower()}.{number}.png"
+            with lr.isolated_render(scene, obj, fills=False):
+                scene.render.use_compositing = True  # (isolated_render puts it back)
+                scene.render.filepath = str(path)
+                scene.frame_set(number)
+                bpy.ops.render.render(write_still=True)
+            panels[f"compositor_{socket.lower()}.{number}"] = lr.read_image(str(path))
+    finally:
+        tree.links.new(group.outputs["Image"], output.inputs[0])
+        scene.frame_set(before)
+    files = {}
+    for name, pixels in panels.items():
+        files[name] = str(folder / f"{name}.png")
+        fr.write_atomic(Path(files[name]), fr.encode_png(pixels))
+    return {"files": files}
 
 
 def _main(spec_path: str) -> None:
@@ -315,7 +367,10 @@ def _main(spec_path: str) -> None:
             out[step["id"]]["cached"] = last.cached if last else None
             out[step["id"]]["job_id"] = last.job.id if last and last.job else None
             out[step["id"]]["mode"] = last.mode if last else None
+            out[step["id"]]["coverage"] = last.coverage if last else None
             out[step["id"]]["message"] = last.message if last else None
+        elif kind == "picture":  # the README's walkthrough picture, rendered by Blender
+            out[step["id"]] = _pictures(bpy, module, scene, obj, step["painted"], step["frames"], Path(step["dir"]))
         elif kind == "truth":  # the same frames rendered with their fills on: what the colors should be
             from importlib import import_module
 
@@ -354,4 +409,7 @@ def _main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.enable()  # a crash inside Blender shows the Python line that called it
     _main(sys.argv[1])

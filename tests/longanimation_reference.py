@@ -8,11 +8,12 @@ line-art generator are imported unmodified. The per-segment steps of its script
 `save_segments`, the frame ranges of `autoreg_video_save`) hard-code CUDA and file round trips, so
 they are restated below, step for step, with the script's line of each in a comment.
 
-Two things the script leaves to chance are fixed, as our pipeline fixes them: the sketch VAE draws
-(the script samples them from the unseeded global RNG; here `torch.manual_seed(seed)` before each
-segment's sketches) and the memory features (Video-XL there; here `memory_features`, one fixed
-projection applied to the same frames on both sides, so the test checks which frames reach the
-DGLM and how it is used; the encoder itself has its own parity test).
+The sketch VAE draws, which the script samples from the unseeded global RNG, are fixed as our
+pipeline fixes them (`torch.manual_seed(seed)` before each segment's sketches). The memory the
+DGLM reads comes from `memory(generated frames)`: `script_videoxl_memory` is the script's own
+Video-XL call (its sampling, its prompt, the reference Video-XL code), `reference_memory` a cheap
+stand-in (one fixed projection applied to the same frames on both sides) for the tests that check
+only which frames reach the DGLM and how it is used.
 """
 
 from __future__ import annotations
@@ -106,6 +107,41 @@ def reference_memory(frames: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tens
     return memory_features(sampled), memory_features(sampled[-LOCAL_FRAMES:])
 
 
+def script_prompt() -> str:
+    """The script's Video-XL prompt (`vllm_prompt = "..."`), read from the script itself."""
+    import ast
+
+    for line in (REFERENCE / "infernece_i2v_autoreg_glm.py").read_text().splitlines():
+        if line.strip().startswith("vllm_prompt ="):
+            return ast.literal_eval(line.split("=", 1)[1].strip())
+    raise RuntimeError("vllm_prompt not found in the reference script")
+
+
+def script_input_ids(tokenizer) -> torch.Tensor:
+    """Line 343: the prompt tokenized by the reference's tokenizer_image_token, -200 at <image>."""
+    sys.path.insert(0, str(REFERENCE))
+    try:
+        from videoxl.constants import IMAGE_TOKEN_INDEX
+        from videoxl.mm_utils import tokenizer_image_token
+    finally:
+        sys.path.remove(str(REFERENCE))
+    return tokenizer_image_token(script_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
+
+
+def script_videoxl_memory(video_model, input_ids: torch.Tensor, generated: list[np.ndarray], generate):
+    """Lines 464-510: up to 650 frames evenly over the video so far (np.linspace, dtype=int), through the
+    CLIP image processor; the local memory is the last 20 of those; `generate(video_model, pixels, ids)`
+    is the script's generate call and cache reshape (unrolled by the Video-XL parity test)."""
+    total_frame_num = len(generated)
+    max_frame = GLOBAL_FRAMES if total_frame_num > GLOBAL_FRAMES else total_frame_num
+    frame_idx = np.linspace(0, total_frame_num - 1, max_frame, dtype=int).tolist()
+    frames = np.stack([generated[i] for i in frame_idx])  # vr.get_batch(frame_idx).numpy()
+    processor = video_model.get_vision_tower().image_processor
+    global_videos = processor.preprocess(frames, return_tensors="pt")["pixel_values"]
+    local_videos = global_videos[-LOCAL_FRAMES:, ]
+    return generate(video_model, global_videos, input_ids), generate(video_model, local_videos, input_ids)
+
+
 class StandInBank:
     """Our pipeline's memory bank interface (`add`, `memory`, `len`) over `reference_memory`."""
 
@@ -187,10 +223,12 @@ def save_segments(total_frames: int, segment_length: int, overlap: int) -> list[
 
 
 def run_reference(ref, pipe, detector, glm, video: np.ndarray, prompt: str, *, seed: int, steps: int,
-                  guidance_scale: float, segment_length: int, overlap: int, work: Path):
+                  guidance_scale: float, segment_length: int, overlap: int, work: Path, memory=None):
     """The script's main loop (lines 384-545) for a color clip whose first frame is the reference
-    (`reference_image == "0"`). Returns, per segment, (latents without the padding frame, float frames
+    (`reference_image == "0"`); `memory(generated uint8 frames)` -> (global, local), by default
+    `reference_memory`. Returns, per segment, (latents without the padding frame, float frames
     (F, H, W, 3) in [0, 1], uint8 frames)."""
+    memory = reference_memory if memory is None else memory
     from PIL import Image
 
     height, width = video.shape[1:3]
@@ -206,7 +244,7 @@ def run_reference(ref, pipe, detector, glm, video: np.ndarray, prompt: str, *, s
         image = Image.fromarray(video[0])  # to_pil(videos[0]) of the first segment, kept as global_image
         global_memory = local_memory = None
         if idx > 0:
-            global_memory, local_memory = reference_memory(generated)
+            global_memory, local_memory = memory(generated)
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # log_validation
         generator = torch.Generator().manual_seed(seed)
         tensor_dir = work / "video_tensors"

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from longanim.commands import main
 from longanim.engine.sequences.colorspace import linear_to_srgb, srgb_to_linear
 from longanim.engine.sequences.image_files import read_image, write_image
@@ -144,3 +143,41 @@ def test_a_range_resumed_from_a_checkpoint_keeps_the_fills_opacity(tmp_path, cap
     for i in range(N):
         name = f"shot.{FIRST + i}.png"
         assert (chunks / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def _soft_frame(i: int, colored: bool) -> np.ndarray:
+    """`frame` with anti-aliased ink, as Blender, Nuke and scans give it: the strokes' edges
+    are partly transparent on film."""
+    x, y = _ball(i)
+    rgb = np.full((H, W, 3), 255, np.uint8)
+    ink = np.zeros((H, W), np.uint8)
+    painted = np.zeros((H, W), np.uint8)
+    for (cx, cy, r), color in (((x, y, 16), BALL), ((x + 6, y - 5, 5), EYE)):
+        if colored:
+            cv2.circle(rgb, (cx, cy), r, color, -1, cv2.LINE_AA)
+            cv2.circle(painted, (cx, cy), r, 255, -1, cv2.LINE_AA)
+        cv2.circle(ink, (cx, cy), r, 255, 2, cv2.LINE_AA)
+    a = ink.astype(np.float32)[..., None] / 255.0
+    rgb = np.round(rgb * (1.0 - a)).astype(np.uint8)  # black ink over the paint (or the white paper)
+    return np.dstack([rgb, np.maximum(ink, painted)])
+
+
+def test_soft_strokes_inside_a_character_are_opaque_and_its_silhouette_stays_soft(tmp_path):
+    for i in range(N):
+        write_image(tmp_path / "lineart" / f"shot.{FIRST + i}.png", _soft_frame(i, colored=False))
+    write_image(tmp_path / "key" / f"shot.{FIRST}.png", _soft_frame(0, colored=True))
+    colorize(tmp_path / "lineart", tmp_path / "key" / f"shot.{FIRST}.png", tmp_path / "out")
+    yy, xx = np.mgrid[:H, :W]
+    for i in (0, N - 1):
+        px = read_image(tmp_path / "out" / f"shot.{FIRST + i}.png").pixels
+        line_alpha = _soft_frame(i, colored=False)[..., 3]
+        x, y = _ball(i)
+        r = np.hypot(xx - x, yy - y)
+        # The eye's outline lies between the eye's fill and the ball's, both opaque: no seam.
+        eye_ring = (np.hypot(xx - (x + 6), yy - (y - 5)) <= 8) & (line_alpha > 0)
+        assert eye_ring.sum() > 40 and (px[..., 3][eye_ring] == 255).all(), np.unique(px[..., 3][eye_ring])
+        # Outside the ball's outline there is film: the stroke's soft outer edge keeps its own alpha.
+        outer = (r > 16.5) & (line_alpha > 0)
+        assert outer.sum() > 40
+        np.testing.assert_allclose(px[..., 3][outer], line_alpha[outer], atol=1)
+        assert (px[..., 3][r > 20] == 0).all()

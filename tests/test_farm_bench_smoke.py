@@ -16,4 +16,5 @@ def test_bench_farm_quick_writes_both_tables(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "| fresh | process start -> first frame |" in text and "| resumed |" in text
+    assert "| engine, resumed |" in text
     assert "| 0 (never) | 0 |" in text and "| 25 | 1 |" in text and "One save timed directly:" in text

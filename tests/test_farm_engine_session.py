@@ -1,7 +1,8 @@
 """farm/template.yaml with Engine=session: one real `longanim serve` per `openjd run` session,
 started in the LonganimEngine environment's onEnter, used by every task of the session
 (`longanim colorize --engine URL`), stopped in onExit, with no engine process left behind, also
-after a cancel. The frames equal an in-process run's, byte for byte.
+after a cancel; a task SIGKILLed mid-shot resumes from the checkpoint the engine kept. The
+frames equal an in-process run's, byte for byte.
 
 Needs `openjd` (pip install openjd-cli); skipped without it.
 """
@@ -111,8 +112,9 @@ def test_one_engine_serves_every_task_of_the_session_and_is_stopped_at_the_end(s
         reference = _in_process(shots, name.split("_")[0], tmp_path / "ref" / name, *extra)
         assert _outputs(out / name) == _outputs(reference), name
         assert len(_outputs(out / name)) == 2 * (12 if extra else 24)
-        # the engine keeps the memory: no checkpoint in the output folder
-        assert not list((out / name).glob(".*checkpoint*"))
+        # the engine read and wrote the files itself (its roots: the shot list's folders) and
+        # kept the checkpoint in the output folder, as a task in-process does
+        assert (out / name / ".shot.longanim-checkpoint.npz").is_file()
 
 
 def _wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, limit: float = 120.0) -> None:
@@ -155,7 +157,61 @@ def test_an_engine_killed_mid_task_fails_the_task_with_a_retryable_exit(shots, t
     assert "Session ended with errors" in log
     assert "exited with code: 1 " in log and "exited with code: 2 " not in log  # a farm retries 1, not 2
     assert "openjd_fail: the engine ended before the session did" in log
-    assert not (out / "report.json").exists() and not [p for p in out.rglob(".*") if "partial" in p.name]
+    assert not (out / "report.json").exists()
+    # The engine wrote the files: SIGKILLed, it may leave the hidden temporaries of the frames in
+    # flight, never a frame's own name half written; the retry removes them and resumes.
+    import cv2
+
+    left = [p for p in out.rglob(".*") if "partial" in p.name]
+    assert all(p.name.startswith(".shot.") for p in left), left
+    assert all(cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None for p in out.rglob("shot.*.png"))
+    again = subprocess.run(_openjd_run(job, 1), capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0 and "openjd_status: resumed from the checkpoint after frame" in again.stdout, \
+        again.stdout[-3000:]
+    assert not [p for p in out.rglob(".*") if "partial" in p.name]
+    assert _outputs(out) == _outputs(_in_process(shots, "long", tmp_path / "ref"))
+
+
+def _colorize_pids(marker: str) -> list[int]:
+    """The task's `longanim colorize` processes (the engine's client), by their output folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"colorize" in cmdline and marker.encode() in cmdline and _running(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the task's process in /proc")
+def test_task_killed_mid_shot_under_the_engine_resumes_with_identical_output(shots, tmp_path):
+    """SIGKILL of the task (its `colorize --engine` client) mid-shot: the session ends, its
+    engine is stopped and saves the shot's checkpoint; the re-run task, through a new
+    session's engine, resumes from it and the frames equal an uninterrupted run's."""
+    out = tmp_path / "long"
+    job = _job(shots, "task-killed.json", [_shot(shots, "long", out)])
+    first = subprocess.Popen(_openjd_run(job, 1) + ["-p", "CheckpointEvery=10"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    _wait_for_frames(out, 40, first)
+    (pid,) = _colorize_pids(str(out))
+    os.kill(pid, signal.SIGKILL)  # a preempted task: no notice at all
+    log, _ = first.communicate(timeout=120)
+    assert first.returncode != 0 and "Session ended with errors" in log, log[-3000:]
+    assert "openjd_status: engine pid" in log and " shut down" in log  # onExit stopped the session's engine
+    assert not (out / "report.json").exists() and len(list(out.glob("shot.*.png"))) < 400
+    again = subprocess.run(_openjd_run(job, 1) + ["-p", "CheckpointEvery=10"], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert again.returncode == 0, again.stdout[-3000:]
+    resumed = re.search(r"openjd_status: resumed from the checkpoint after frame (\d+)", again.stdout)
+    assert resumed and 1010 <= int(resumed.group(1)) < 1400, again.stdout[-3000:]
+    assert "via the session's engine" in again.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["start"]["mode"] == "resumed" and report["start"]["checkpoint_frame"] == int(resumed.group(1))
+    reference = _in_process(shots, "long", tmp_path / "ref")
+    assert _outputs(out) == _outputs(reference) and len(_outputs(out)) == 800
 
 
 def _session_script() -> str:
@@ -172,7 +228,8 @@ def test_an_engine_that_cannot_start_fails_the_session_enter_with_its_error(tmp_
     script = tmp_path / "longanim_engine_session.py"
     script.write_text(_session_script())
     done = subprocess.run([sys.executable, str(script), "start", str(tmp_path), sys.executable, "60", "30", "session",
-                           "--max-queued-jobs", "0"], capture_output=True, text=True, timeout=90)
+                           str(tmp_path / "no-shots.json"), "--max-queued-jobs", "0"],
+                          capture_output=True, text=True, timeout=90)
     assert done.returncode == 1
     assert "openjd_fail: the engine exited with 2 before it listened" in done.stdout
     assert "--max-queued-jobs must be at least 1" in done.stdout  # the engine's own message, from its log

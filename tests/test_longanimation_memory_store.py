@@ -131,3 +131,30 @@ def test_bench_script_runs_end_to_end(tmp_path, capsys):
     table = out.read_text()
     assert "| 40 |" in table and "| 80 |" in table and "80 vs 40 frames" in table
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_state_round_trip_past_a_stride_doubling_samples_the_same_frames(tmp_path):
+    """A shot checkpoint holds the store as plain arrays (an .npz without pickles); restored,
+    it serves what the store it was taken from serves, now and as the shot goes on."""
+    store = FrameStore(global_frames=10, local_frames=3, size=SIZE, capacity=12, recent=5)
+    fill(store, 0, 40, chunk=7)
+    assert store.stride > 1  # the history has thinned out at least once
+    np.savez(tmp_path / "state.npz", **store.state())
+    with np.load(tmp_path / "state.npz", allow_pickle=False) as z:
+        again = FrameStore(global_frames=10, local_frames=3, size=SIZE, capacity=12, recent=5)
+        again.restore({name: z[name] for name in z.files})
+    for _ in range(2):
+        assert len(again) == len(store) and again.stride == store.stride
+        for mine, theirs in zip(again.sample(), store.sample()):
+            np.testing.assert_array_equal(mine, theirs)
+        fill(store, len(store), len(store) + 30, chunk=7)
+        fill(again, len(again), len(again) + 30, chunk=7)
+
+
+def test_a_state_for_another_store_is_refused():
+    store = FrameStore(global_frames=10, local_frames=3, size=SIZE, capacity=12, recent=5)
+    fill(store, 0, 20)
+    with pytest.raises(ValueError, match="squares"):
+        FrameStore(global_frames=10, local_frames=3, size=SIZE + 1).restore(store.state())
+    with pytest.raises(ValueError, match="capacity"):
+        FrameStore(global_frames=4, local_frames=3, size=SIZE, capacity=4, recent=2).restore(store.state())

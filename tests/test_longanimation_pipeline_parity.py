@@ -52,12 +52,17 @@ def rel(a, b) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def pipeline_parity(ref, weights, tmp_path, segments: int) -> dict:
-    """Run both pipelines; figures per segment (latents and frames) and the sketch masks' agreement."""
+def pipeline_parity(ref, weights, tmp_path, segments: int, *, segment: int = SEGMENT, memory=None,
+                    bank=None) -> dict:
+    """Run both pipelines; figures per segment (latents and frames) and the sketch masks' agreement.
+
+    The DGLM reads the stand-in memory on both sides unless `bank(ours)` (our pipeline's memory bank,
+    given our pipeline, loaded with its memory encoder) and `memory(generated frames)` (the reference's)
+    are given."""
     from longanim.engine.backends.longanimation.dglm import DynamicGlobalLocalMemory
     from longanim.engine.backends.longanimation.pipeline import LongAnimationPipeline, Settings
 
-    ours = LongAnimationPipeline.from_weights(weights, memory=False)
+    ours = LongAnimationPipeline.from_weights(weights, memory=bank is not None)
     inner = ours.transformer.config.num_attention_heads * ours.transformer.config.attention_head_dim
     ours.dglm = R.randomize(DynamicGlobalLocalMemory(dim=inner, memory_dim=R.MEMORY_DIM, heads=2, head_dim=16), 3)
     ours.dglm.eval()
@@ -65,10 +70,10 @@ def pipeline_parity(ref, weights, tmp_path, segments: int) -> dict:
     glm = R.reference_glm(ref, ours.dglm)
     detector = R.reference_detector(ref, ours.lineart.state_dict())
 
-    frames = SEGMENT + (segments - 1) * (SEGMENT - OVERLAP)
+    frames = segment + (segments - 1) * (segment - OVERLAP)
     video = color_clip(frames)
     expected = R.run_reference(ref, pipe, detector, glm, video, PROMPT, seed=SEED, steps=STEPS, guidance_scale=CFG,
-                               segment_length=SEGMENT, overlap=OVERLAP, work=tmp_path)
+                               segment_length=segment, overlap=OVERLAP, work=tmp_path, memory=memory)
 
     masks = ours.lineart.line_masks(video)
     with torch.no_grad():
@@ -87,14 +92,15 @@ def pipeline_parity(ref, weights, tmp_path, segments: int) -> dict:
         return video
 
     ours._denoise_segment, ours.decode = spy_denoise, spy_decode
-    settings = Settings(steps=STEPS, guidance_scale=CFG, segment_length=SEGMENT, overlap=OVERLAP, fusion_steps=2,
+    settings = Settings(steps=STEPS, guidance_scale=CFG, segment_length=segment, overlap=OVERLAP, fusion_steps=2,
                         fusion_latents=4, prompt=PROMPT, seed=SEED)
-    out = dict(ours.generate_run(lambda i: masks[i], frames, video[0], masks[0], R.StandInBank(), settings))
+    our_bank = R.StandInBank() if bank is None else bank(ours)
+    out = dict(ours.generate_run(lambda i: masks[i], frames, video[0], masks[0], our_bank, settings))
     figures = {"masks_equal": bool(np.array_equal(masks, ref_masks)), "line_fraction": float(masks.mean()),
                "segments": []}
     from longanim.engine.backends.longanimation.planning import plan_segments
 
-    plan = plan_segments(frames, SEGMENT, OVERLAP)
+    plan = plan_segments(frames, segment, OVERLAP)
     for seg, latents, video, (ref_latents, ref_video, ref_rgb) in zip(plan, captured, decoded, expected):
         kept = [p - seg.start for p in range(seg.keep_from, seg.keep_to)]
         ours_rgb = np.stack([out[p] for p in range(seg.keep_from, seg.keep_to)]).astype(int)

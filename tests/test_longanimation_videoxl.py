@@ -49,12 +49,22 @@ RELEASE_EXTRAS = dict(
 )
 
 
-def tiny_model(seed: int = 0, prompt=([5, 9, 11], [7, 3, 2, 8])) -> VideoXLMemory:
-    model = VideoXLMemory(VideoXLConfig(**TINY_VIDEOXL), TINY_CLIP, prompt, compression_ratio=TINY_RATIO).eval()
+# Big enough to feed the reference DGLM, which hard-codes 512-d memory: 4 KV heads x 128 (the release's),
+# 16 tokens a frame (56 / 7 = 8x8 patches, pooled 2x2) compressed 8:1 as the script pins it, 2 frames a window.
+DGLM_VIDEOXL = dict(TINY_VIDEOXL, hidden_size=512, intermediate_size=64, num_attention_heads=4,
+                    num_key_value_heads=4, beacon_window=32, beacon_stride=32)
+DGLM_CLIP = dict(TINY_CLIP, image_size=56)
+DGLM_RATIO = 8
+DGLM_SCALE = 0.15  # weights ~N(0, 0.15^2) at width 512: memory features of std ~0.5, neither vanishing nor huge
+
+
+def tiny_model(seed: int = 0, prompt=([5, 9, 11], [7, 3, 2, 8]), *, lm=TINY_VIDEOXL, clip=TINY_CLIP,
+               ratio=TINY_RATIO, scale: float = 0.3) -> VideoXLMemory:
+    model = VideoXLMemory(VideoXLConfig(**lm), clip, prompt, compression_ratio=ratio).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
     return model
 
 
@@ -76,19 +86,24 @@ def _tokenizer(folder: Path) -> None:
                             additional_special_tokens=["<|im_start|>", "<|im_end|>"]).save_pretrained(folder)
 
 
-def write_tiny_release(root: Path, *, seed: int = 0, shards: int = 2, tower_in_checkpoint: bool = True) -> Path:
-    """root/Video_XL/VideoXL_weight_8 (+ root/Video_XL/clip-vit-large-patch14-336) at tiny dims; returns the former."""
+def write_tiny_release(root: Path, *, seed: int = 0, shards: int = 2, tower_in_checkpoint: bool = True,
+                       lm=TINY_VIDEOXL, clip_config=TINY_CLIP, ratio=TINY_RATIO,
+                       scale: float = 0.3) -> Path:
+    """root/Video_XL/VideoXL_weight_8 (+ root/Video_XL/clip-vit-large-patch14-336) at tiny dims; returns the former.
+
+    `lm`, `clip_config`, `ratio`, `scale`: sizes and weight scale (the DGLM_* ones feed the reference DGLM)."""
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
     videoxl = root / "Video_XL" / "VideoXL_weight_8"
-    clip = root / "Video_XL" / CLIP_FOLDER
+    clip_dir = root / "Video_XL" / CLIP_FOLDER
     videoxl.mkdir(parents=True)
-    clip.mkdir(parents=True)
-    (videoxl / "config.json").write_text(json.dumps(dict(RELEASE_EXTRAS, **TINY_VIDEOXL)))
+    clip_dir.mkdir(parents=True)
+    (videoxl / "config.json").write_text(json.dumps(dict(RELEASE_EXTRAS, **lm)))
     _tokenizer(videoxl)
-    state = {k: v.contiguous() for k, v in tiny_model(seed).state_dict().items()}
-    state[LM_HEAD] = torch.randn(TINY_VIDEOXL["vocab_size"], TINY_VIDEOXL["hidden_size"])
+    model = tiny_model(seed, lm=lm, clip=clip_config, ratio=ratio, scale=scale)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state[LM_HEAD] = torch.randn(lm["vocab_size"], lm["hidden_size"])
     tower = {k: state.pop(k) for k in list(state) if k.startswith(VISION_PREFIX)}
     if tower_in_checkpoint:
         state.update(tower)
@@ -100,11 +115,13 @@ def write_tiny_release(root: Path, *, seed: int = 0, shards: int = 2, tower_in_c
         save_file({k: state[k] for k in part}, str(videoxl / name))
         weight_map.update({k: name for k in part})
     (videoxl / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (clip / "config.json").write_text(json.dumps({"model_type": "clip", "vision_config": TINY_CLIP}))
-    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(clip)
+    side = clip_config["image_size"]
+    (clip_dir / "config.json").write_text(json.dumps({"model_type": "clip", "vision_config": clip_config}))
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    processor.save_pretrained(clip_dir)
     clip_weights = {"vision_model." + k[len(VISION_PREFIX):]: v for k, v in tower.items()}
     clip_weights["text_model.embeddings.token_embedding.weight"] = torch.zeros(4, 4)  # a full CLIP file has both
-    save_file(clip_weights, str(clip / "model.safetensors"))
+    save_file(clip_weights, str(clip_dir / "model.safetensors"))
     return videoxl
 
 

@@ -87,9 +87,10 @@ def import_reference():
     return llava_qwen, Memory
 
 
-def reference_config(llava_qwen, lm: dict, **extra):
+def reference_config(llava_qwen, lm: dict, ratio: int | None = None, **extra):
     raw = dict(RELEASE_EXTRAS, **lm, **extra)
-    raw.update(beacon_ratio=[TINY_RATIO] if lm is TINY_VIDEOXL else [8], hidden_act="silu", initializer_range=0.02,
+    ratio = ratio or (TINY_RATIO if lm is TINY_VIDEOXL else 8)
+    raw.update(beacon_ratio=[ratio], hidden_act="silu", initializer_range=0.02,
                use_cache=True, tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
                rope_scaling=None, max_window_layers=lm["num_hidden_layers"], attention_dropout=0.0,
                mm_spatial_pool_out_channels=lm["mm_hidden_size"], pad_token_id=None,
@@ -101,24 +102,27 @@ def reference_config(llava_qwen, lm: dict, **extra):
     return config
 
 
-def build_reference(llava_qwen, Memory, tmp_path: Path, ours):
+def build_reference(llava_qwen, Memory, tmp_path: Path, ours, *, lm=TINY_VIDEOXL, clip_config=TINY_CLIP,
+                    ratio: int | None = None):
+    """The reference LlavaQwenForCausalLM holding `ours`' weights (sizes `lm`, `clip_config`, beacon `ratio`)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     clip = tmp_path / "models" / "clip-vit-large-patch14-336"
-    CLIPVisionModel(CLIPVisionConfig(**TINY_CLIP)).save_pretrained(clip)
-    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(clip)
+    side = clip_config["image_size"]
+    CLIPVisionModel(CLIPVisionConfig(**clip_config)).save_pretrained(clip)
+    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(clip)
     cwd = tmp_path / "run" / "here"
     cwd.mkdir(parents=True)
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        ref = llava_qwen.LlavaQwenForCausalLM(reference_config(llava_qwen, TINY_VIDEOXL)).eval()
+        ref = llava_qwen.LlavaQwenForCausalLM(reference_config(llava_qwen, lm, ratio)).eval()
     finally:
         os.chdir(old)
     ref.memory = Memory(model_config=ref.config, k_seq_dim=2, v_seq_dim=2)
     state = {(REF_TOWER + k[len(VISION_PREFIX):] if k.startswith(VISION_PREFIX) else k): v
              for k, v in ours.state_dict().items()}
-    state[LM_HEAD] = torch.randn(TINY_VIDEOXL["vocab_size"], TINY_VIDEOXL["hidden_size"],
+    state[LM_HEAD] = torch.randn(lm["vocab_size"], lm["hidden_size"],
                                  generator=torch.Generator().manual_seed(9))
     ref.load_state_dict(state, strict=True)
     return ref
@@ -127,7 +131,13 @@ def build_reference(llava_qwen, Memory, tmp_path: Path, ours):
 def reference_memory(ref, frames: np.ndarray, prefix=PREFIX, suffix=SUFFIX) -> torch.Tensor:
     """infernece_i2v_autoreg_glm.py's Video-XL call and reshape, with generate() unrolled."""
     pixels = ref.get_vision_tower().image_processor.preprocess(list(frames), return_tensors="pt")["pixel_values"]
-    ids = torch.tensor([prefix + [-200] + suffix])
+    return generate_memory(ref, pixels, torch.tensor([prefix + [-200] + suffix]))
+
+
+def generate_memory(ref, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Lines 486-493 of the script for preprocessed `pixels` and the prompt `ids` (one -200 at <image>):
+    generate(max_new_tokens=2) unrolled, the cache of layers -9, -5, -1 reshaped, the model reset."""
+    prefix, suffix = _split_at_image(ids[0].tolist())
     with torch.no_grad():
         features = torch.stack(ref.get_image_features(ids, None, None, None, None, [pixels], ["video"], None)).squeeze(0)
         n = features.shape[0]
@@ -145,6 +155,11 @@ def reference_memory(ref, frames: np.ndarray, prefix=PREFIX, suffix=SUFFIX) -> t
         ref.clear_past_key_values()
         ref.memory.reset()
     return torch.cat([keys, values], dim=0).unsqueeze(0)
+
+
+def _split_at_image(ids: list[int]) -> tuple[list[int], list[int]]:
+    at = ids.index(-200)  # IMAGE_TOKEN_INDEX; the script's beacon_skip_first
+    return ids[:at], ids[at + 1:]
 
 
 def rel_err(a, b):

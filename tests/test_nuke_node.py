@@ -235,6 +235,16 @@ def test_knob_values_survive_save_and_reload_and_the_node_still_works(engine, tm
     out_before = _pixels(group, FIRST + 2)
     script = tmp_path / "shot.nk"
     nuke.scriptSave(str(script))
+    text = script.read_text()
+    # the node as Nuke writes a Group with user knobs (see fake_nuke/nuke.py's docstring)
+    assert text.startswith("#! ") and "\nGroup {\n inputs 2\n" in text and "\nend_group\n" in text
+    for line in ('addUserKnob {1 engine l "engine address"}', f"engine {engine.url}",
+                 "addUserKnob {3 frame_last l \"\" -STARTLINE}", f"frame_last {FIRST + 3}",
+                 "addUserKnob {4 backend M {paint longanimation passthrough}}", "options gap_close=1",
+                 "engine_timeout 45", f"cache_dir {(tmp_path / 'cache').as_posix()}",
+                 f"addUserKnob {{26 status T {nuke_word(before['status'])}}}"):
+        assert f"\n {line}\n" in text, line
+    assert "\n Read {\n  inputs 0\n" in text and "\n Switch {\n  inputs 2\n" in text  # inside the group
     name = group.name()
     nuke.scriptClear()
     assert nuke.toNode(name) is None
@@ -242,9 +252,46 @@ def test_knob_values_survive_save_and_reload_and_the_node_still_works(engine, tm
     again = nuke.toNode(name)
     assert again is not None and again is not group and node.is_colorize(again)
     assert {k: again[k].value() for k in before} == before
+    nuke.scriptSave(str(script))
+    assert script.read_text() == text  # what was read is what was written
     np.testing.assert_array_equal(_pixels(again, FIRST + 2), out_before)  # the Read points at the cache
     _colorize_in_gui(again)  # its buttons work after the reload
     assert "(4 from the engine's cache)" in again["status"].value()
+
+
+def nuke_word(value: str) -> str:
+    from nk_syntax import word
+
+    return word(value)
+
+
+def test_the_fakes_nk_scripts_keep_any_text_and_refuse_what_nuke_would(tmp_path):
+    """The fake's .nk text: a knob value with Tcl's special characters survives save and
+    open; a script written by hand in Nuke's syntax opens, inputs through the stack (input
+    0 from its top); a knob the node does not have is an error naming it."""
+    group = node.create()
+    awkward = 'a "quoted" [tcl] $var {braced} back\\slash; #hash\nsecond line'
+    group["options"].setValue(awkward)
+    group["display_space"].setValue("")
+    script = tmp_path / "odd.nk"
+    nuke.scriptSave(str(script))
+    nuke.scriptOpen(str(script))
+    assert nuke.toNode(group.name())["options"].value() == awkward
+
+    (tmp_path / "hand.nk").write_text(
+        "#! nuke -nx\nversion 15.1 v3\nRoot {\n inputs 0\n first_frame 1001\n format \"64 48 0 0 64 48 1 tiny\"\n}\n"
+        "Read {\n inputs 0\n file /plates/b.####.exr\n name B\n}\nset Nb [stack 0]\n"
+        "Read {\n inputs 0\n file \"/plates/with space/a.####.exr\"\n name A\n}\n"
+        "push $Nb\nSwitch {\n inputs 2\n which 1\n name pick\n}\n")
+    nuke.scriptOpen(str(tmp_path / "hand.nk"))
+    pick = nuke.toNode("pick")
+    assert pick.input(0).name() == "B" and pick.input(1).name() == "A" and pick["which"].value() == 1
+    assert nuke.toNode("A")["file"].value() == "/plates/with space/a.####.exr"
+    assert nuke.root()["first_frame"].value() == 1001 and nuke.root().format == (64, 48)
+
+    (tmp_path / "bad.nk").write_text("Read {\n inputs 0\n colour red\n}\n")
+    with pytest.raises(RuntimeError, match="Read: no knob named colour"):
+        nuke.scriptOpen(str(tmp_path / "bad.nk"))
 
 
 # -- command-line renders and farms -----------------------------------------------------------------

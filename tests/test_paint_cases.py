@@ -160,3 +160,29 @@ def test_bench_quick_run_writes_its_table(tmp_path):
     text = out.read_text()
     assert "| pinwheel | 2 |" in text and "| keyframes | 2 |" in text
     assert "naive" in text and "frames flagged" in text and "tuned on seeds 0,1" in text
+
+
+def test_the_bench_counts_clean_frames_flagged_and_the_fewest_frames_that_hold_the_mistakes():
+    """The review figures beside the table: which frames paint got right (at most CLEAN_WRONG of
+    their pixels wrong), how many of those the mask flags, and the fewest frames that hold 90%
+    of the wrong pixels (the least any frame-level mask could flag to hold that much)."""
+    import importlib.util
+
+    from longanim.engine.evaluation.synthetic_cases import Frame, Score
+
+    spec = importlib.util.spec_from_file_location("bench_paint_cases", ROOT / "bench" / "bench_paint_cases.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    h = w = 100
+    truth = np.full((h, w, 3), 200, np.uint8)
+    frames = {i: Frame(truth, truth, np.zeros((h, w), np.int16), np.zeros((h, w), bool)) for i in range(4)}
+    score = Score()
+    sure, unsure = np.ones((h, w), np.float32), np.zeros((h, w), np.float32)
+    for i, (wrong_px, confidence) in enumerate([(0, sure), (100, unsure), (20, sure), (5, unsure)]):
+        rgb = truth.copy()
+        rgb.reshape(-1, 3)[:wrong_px] = 0
+        score.kept[i] = (rgb, confidence)
+    got = bench.review_figures(frames, score, threshold=0.7, fraction=0.01)
+    # Frames 0 and 3 are clean (5 of 10,000 pixels wrong is under 0.1%); frame 3 is flagged.
+    # Of 125 wrong pixels, 90% (112.5) need frames 1 and 2.
+    assert got == {"frames": 4, "clean": 2, "clean_flagged": 1, "least": 2}

@@ -128,14 +128,44 @@ def test_engine_errors_are_one_line_user_errors(engine, tmp_path, capsys):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_no_engine_fails_within_the_engine_timeout(tmp_path, capsys):
+@pytest.mark.parametrize("progress", ["bar", "openjd"])
+def test_no_engine_fails_within_the_engine_timeout_with_the_retry_exit_code(tmp_path, capsys, progress):
+    """No engine is a failure worth retrying (1), not bad input (2), whatever --progress says:
+    a farm retries 1 and gives up on 2 (farm/README.md, exit codes)."""
     root = _write_shot(tmp_path / "shot", "png8", frames=2)
     url = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.monotonic()
-    assert main(_args(root, tmp_path / "out", "-q", "--engine", url, "--engine-timeout", "2")) == 2
+    code = main(_args(root, tmp_path / "out", "-q", "--engine", url, "--engine-timeout", "2", "--progress", progress))
     elapsed = time.monotonic() - t0
-    err = capsys.readouterr().err
-    print(f"no engine: `longanim colorize --engine-timeout 2` failed after {elapsed:.2f} s")
+    captured = capsys.readouterr()
+    print(f"no engine: `longanim colorize --engine-timeout 2 --progress {progress}` failed after {elapsed:.2f} s")
+    assert code == 1
     assert elapsed < 2.0 + 0.5, elapsed
+    err = captured.err
     assert f"no reply from the engine at {url}" in err and "within 2.0 s" in err
     assert "is `longanim serve` running there?" in err
+    assert ("openjd_fail: " in captured.out) == (progress == "openjd")
+
+
+def test_an_engine_killed_mid_shot_exits_1_whatever_the_progress(tmp_path):
+    """The engine dies under a running job (OOM, a driver fault): exit 1 with bars or openjd lines."""
+    root = _write_shot(tmp_path / "shot", "png8", frames=400)
+    codes = {}
+    for progress in ("bar", "openjd"):
+        (tmp_path / progress).mkdir()
+        engine = Engine(tmp_path / progress).start()
+        out = tmp_path / progress / "out"
+        proc = subprocess.Popen([sys.executable, "-m", "longanim", *_args(root, out, "--engine", engine.url,
+                                 "--engine-timeout", "3", "--progress", progress)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while len(list(out.glob("shot.*.png"))) < 5:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+                time.sleep(0.05)
+        finally:
+            engine.kill()
+        _, err = proc.communicate(timeout=60)
+        codes[progress] = proc.returncode
+        assert "longanim colorize: error: engine " in err, err[-2000:]
+    assert codes == {"bar": 1, "openjd": 1}

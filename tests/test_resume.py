@@ -21,7 +21,7 @@ import pytest
 from longanim.commands import main
 from longanim.engine import pipeline
 from longanim.engine.backends import create_backend
-from longanim.engine.backends.base import Keyframe
+from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.evaluation.synthetic import make_shot
 
 N = 220  # frames 1001-1220: the chunk 1100-1200 of the README's example fits
@@ -196,3 +196,52 @@ def _identity(shot: Path) -> dict:
     keys = pipeline.load_keyframes([pipeline.RefSpec(shot / "color" / f"shot.{n}.png", n) for n in KEYS], whole,
                                    default_frame=1001)
     return pipeline.shot_identity(whole, keys, create_backend("paint"))
+
+
+class _Segments(Backend):
+    """A resumable backend that, like a diffusion model, can stop only at the end of a segment
+    (every 4 frames): a running mean of the line art colors each frame, and a state is handed
+    out at segment ends only."""
+
+    name = "segments-test"
+    resumable = True
+    SEGMENT = 4
+
+    def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
+        for result, _ in self.colorize_resumable(frames, keyframes):
+            yield result
+
+    def colorize_resumable(self, frames, keyframes, state=None, *, progress=None, cancelled=None):
+        total = None if state is None else state["total"].copy()
+        count = 0 if state is None else int(state["count"])
+        for number, rgb in frames:
+            total = rgb.astype(np.int64) if total is None else total + rgb
+            count += 1
+            out = (total // count).astype(np.uint8)
+            state = {"total": total.copy(), "count": np.array(count)} if count % self.SEGMENT == 0 else None
+            yield ColoredFrame(number, out, np.ones(out.shape[:2], np.float32)), (None if state is None else state.copy)
+
+
+def test_a_backend_that_stops_only_at_segment_ends_is_checkpointed_there_and_resumes(shot, tmp_path, monkeypatch):
+    refs = [pipeline.RefSpec(shot / "color" / "shot.1001.png", 1001)]
+    whole = tmp_path / "whole"
+    pipeline.colorize_shot(shot / "lineart", refs, whole, backend=_Segments(), frames=(1001, 1030))
+    saved = []
+    real_save = pipeline.save_checkpoint
+
+    def spy(path, identity, frame, *args, **kwargs):
+        saved.append(frame)
+        return real_save(path, identity, frame, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "save_checkpoint", spy)
+    out = tmp_path / "out"
+    polls = iter(range(1, 100))
+    with pytest.raises(Cancelled):
+        # a save every 3 frames is due mid-segment: each waits for its segment's end
+        pipeline.colorize_shot(shot / "lineart", refs, out, backend=_Segments(), frames=(1001, 1030),
+                               checkpoint_every=3, cancelled=lambda: next(polls) > 14)
+    assert saved == [1004, 1008, 1012], saved  # cancelled at 1014-1015: no state there, 1012's stands
+    report = pipeline.colorize_shot(shot / "lineart", refs, out, backend=_Segments(), frames=(1001, 1030),
+                                    checkpoint_every=3, resume=True)
+    assert report.start["mode"] == "resumed" and report.start["checkpoint_frame"] == 1012
+    assert _outputs(out) == _outputs(whole)

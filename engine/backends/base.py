@@ -116,7 +116,9 @@ class Backend(abc.ABC):
     ) -> Iterator[tuple[ColoredFrame, Callable[[], ShotState]]]:
         """Like `colorize`, starting from `state` (a snapshot taken after the frame before the
         first of `frames`) when given. Each frame comes with a function returning a copy of
-        the state after it; call it before asking for the next frame."""
+        the state after it; call it before asking for the next frame. A backend that can only
+        stop at some frames (the end of a diffusion segment) gives None for the others; a
+        checkpoint due there is taken at the next frame that has a state."""
         raise BackendError(f"backend {self.name} cannot checkpoint a shot")
 
     def state_identity(self) -> dict:

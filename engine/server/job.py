@@ -72,6 +72,7 @@ class Job:
     sent: set = field(default_factory=set)  # frame numbers whose result went out (kept across pauses)
     paused: bool = False  # waiting for input, off the device and out of the queue
     event_seq: int = 0  # the last event's number
+    start: dict | None = None  # a path job's plan: fresh, resumed from a checkpoint, warmed up (protocol 1.2)
     _events: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     def next_event_seq(self) -> int:
@@ -111,6 +112,7 @@ class Job:
             "eta_s": self.eta_s,
             "error": self.error,
             "event_seq": self.event_seq,
+            **({"start": self.start} if self.start is not None else {}),
         }
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from longanim.engine.server.job_queue import JobManager
 
 log = logging.getLogger("longanim.engine")
+START_FIELDS = ("mode", "from_frame", "warm_up_frames", "checkpoint_frame", "message", "missing_frames")
 
 
 class JobRunner:
@@ -298,6 +299,8 @@ class JobRunner:
         rng = job.content["input"].get("frames")
         frames = tuple(rng) if rng else None
         options = job.content.get("options", {})
+        output = job.content["output"]
+        resume, every = bool(output.get("resume", False)), int(output.get("checkpoint_every", 0))
         backend = self.backend(job.backend, options)
         with open_sequence(paths["lineart"], frames) as shot:
             for n in shot.frames:
@@ -308,13 +311,24 @@ class JobRunner:
             if self.manager.cache.enabled and job.content.get("cache", True):
                 video = None if shot.path_for(shot.frames[0]) else _file_digest(paths["lineart"])
                 whole = digest("path-v1", [[n, video or _file_digest(shot.path_for(n))] for n in shot.frames])
-        caching = _CachingBackend(backend, self, job, whole)
+        caching = _CachingBackend(backend, self, job, whole, checkpoints=resume or every > 0)
+        throttled = self._backend_progress(job)
+
+        def progress(info: dict) -> None:
+            if info.get("stage") == "plan" and "mode" in info:  # the pipeline's plan: always sent, once
+                job.start = {k: _plain(info[k]) for k in START_FIELDS if k in info}
+                self.progress(job, start=job.start)
+            else:
+                throttled(info)
+
+        reused = [0]  # frames a resumed job found written already: not computed, not in the ETA
 
         def on_frame(result, path) -> None:
             cached = bool(result.info.get("cached"))
+            reused[0] += bool(result.info.get("resumed"))
             job.frames_done += 1
             job.frames_cached += cached
-            computed = job.frames_done - job.frames_cached
+            computed = job.frames_done - job.frames_cached - reused[0]
             if computed:
                 job.eta_s = (time.time() - job.started) / computed * (job.frames_total - job.frames_done)
             self.emit(job, M.RESULT, {"job_id": job.id, "number": result.number, "path": str(path),
@@ -325,9 +339,11 @@ class JobRunner:
             paths["lineart"], refs, paths["output"],
             backend=caching if whole is not None else backend,
             frames=frames,
-            out_ext=job.content["output"].get("ext"),
+            out_ext=output.get("ext"),
             allow_gaps=bool(job.content["input"].get("allow_gaps", False)),
-            progress=self._backend_progress(job),
+            resume=resume,
+            checkpoint_every=every,
+            progress=progress,
             cancelled=job.cancel.is_set,
             on_frame=on_frame,
             confine=roots.check_file,  # every folder and file the job writes, at the moment it does
@@ -336,20 +352,62 @@ class JobRunner:
 
 class _CachingBackend(Backend):
     """Wraps the real backend inside the pipeline: results come from the cache when the
-    same frames were colorized before, and new results are stored as they finish."""
+    same frames were colorized before, and new results are stored as they finish.
 
-    def __init__(self, inner, runner: JobRunner, job: Job, whole: str):
+    A job that keeps checkpoints (`checkpoints`) needs the backend's state after its frames,
+    which only running it gives: the wrapper is then resumable like the backend, serves a
+    job from the cache only when every frame is there (nothing then needs a state), and
+    otherwise runs the backend, storing what it makes. Checkpoints belong to the backend
+    (`state_identity`), so one saved in-process resumes here and back."""
+
+    def __init__(self, inner, runner: JobRunner, job: Job, whole: str | None, checkpoints: bool = False):
         self.inner, self.runner, self.job, self.whole = inner, runner, job, whole
         self.name = inner.name
         # The pipeline plans a frame range by what the backend is (a warm-up for a causal one).
         self.causal = getattr(inner, "causal", False)
         self.frame_independent = getattr(inner, "frame_independent", False)
+        self.resumable = bool(checkpoints and getattr(inner, "resumable", False))
+
+    def state_identity(self) -> dict:
+        return self.inner.state_identity()
+
+    def cache_identity(self) -> dict:
+        return self.inner.cache_identity()
+
+    def _context(self, keyframes) -> str:
+        return digest(self.whole, self.name, self.job.content.get("options", {}), self.inner.cache_identity(),
+                      [[k.number, array_digest(k.color),
+                        array_digest(k.lineart) if k.lineart is not None else None] for k in keyframes])
+
+    def colorize_resumable(self, frames, keyframes, state=None, *, progress=None, cancelled=None):
+        if self.whole is None:  # no cache for this job
+            yield from self.inner.colorize_resumable(frames, keyframes, state, progress=progress,
+                                                     cancelled=cancelled)
+            return
+        cache = self.runner.manager.cache
+        context = self._context(keyframes)
+        buffered = []
+        for number, frame in frames:
+            buffered.append((number, frame))
+            if cache.get_arrays(digest(context, number)) is None:
+                break
+        else:  # every frame cached: no state is needed past the last one
+            for number, _ in buffered:
+                yield _colored(number, *cache.get_arrays(digest(context, number))), None
+            return
+        from itertools import chain
+
+        for result, snapshot in self.inner.colorize_resumable(chain(buffered, frames), keyframes, state,
+                                                              progress=progress, cancelled=cancelled):
+            key = digest(context, result.number)
+            if cache.get_arrays(key) is None:
+                cache.put_arrays(key, {"rgb": np.asarray(result.rgb), "confidence": result.confidence},
+                                 _plain(result.info))
+            yield result, snapshot
 
     def colorize(self, frames, keyframes, *, progress=None, cancelled=None):
         cache = self.runner.manager.cache
-        context = digest(self.whole, self.name, self.job.content.get("options", {}), self.inner.cache_identity(),
-                         [[k.number, array_digest(k.color),
-                           array_digest(k.lineart) if k.lineart is not None else None] for k in keyframes])
+        context = self._context(keyframes)
         independent = bool(getattr(self.inner, "frame_independent", False))
         buffered = []
         for number, frame in frames:

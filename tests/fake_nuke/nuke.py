@@ -34,15 +34,27 @@ stricter than Nuke or simpler, it says so. What it models:
   with `user_cancel()`; the task's window closes when the object is deleted.
 - `message()` records what a GUI dialog would show; `GUI` is a plain flag (tests set it:
   False is `nuke -x` / `nuke -t`); `menu(name).addCommand` records entries.
-- Scripts: `scriptSave(path)` writes every node, its knobs (user knobs with their kind,
-  label, flags and value) and its inputs; `scriptClear()`; `scriptOpen(path)` builds them
-  again as new node objects (Python state kept on old ones is gone). This is a JSON file,
-  not .nk syntax: it models what the plug-in relies on, that every value lives in a knob.
+- Scripts: `scriptSave(path)` writes a .nk script as Nuke does (its syntax: nk_syntax.py):
+  the `#!` line and `version`, a `Root { ... }` block (name, format, frame range, colour
+  management), then each node as `Class { knob value ... }` in an order where its inputs
+  come first, connected through Nuke's node stack (a node pops its `inputs` from the stack,
+  input 0 from the top, and is pushed; `set N.. [stack 0]` names a node, `push $N..` and
+  `push 0` put a node or no input back), a Group's nodes after it, one level deeper, up to
+  `end_group`. Inside a node: `inputs N` where N is not the class's default, the built-in
+  knobs whose value differs from the default, `name`, `xpos`, `ypos`, then each user knob
+  as `addUserKnob {ID name l label t tooltip M {items} T text +FLAG -FLAG}` (IDs: 1 String,
+  2 File, 3 Int, 4 Enumeration, 6 Boolean, 20 Tab, 22 PyScript, 26 Text; `l` only when the
+  label is not the name; a Text knob's text and a button's command in T) followed by
+  `name value` where the value is not the kind's default. Values are Tcl words (bare,
+  quoted with escapes, booleans `true`/`false`). `scriptClear()`; `scriptOpen(path)` runs
+  such a script again into new node objects (Python state kept on old ones is gone); an
+  unknown command, node class or knob is an error, as Nuke reports one. Not modelled:
+  expressions, animation, clones, layouts, knobs the plug-in does not use.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import threading
 import time
@@ -51,6 +63,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nk_syntax
 import numpy as np
 
 GUI = True
@@ -71,12 +84,14 @@ def _main_only(what: str) -> None:
 
 class Knob:
     default: Any = ""
+    default_flags = STARTLINE  # a knob starts a new line of the panel, except a button
+    user_id = 0  # its type in an addUserKnob line
 
     def __init__(self, name: str, label: str | None = None, value: Any = None):
         _main_only("Knob")
         self._name, self._label = name, name if label is None else label
         self._value = self.default if value is None else value
-        self._flags = 0
+        self._flags = self.default_flags
         self._tooltip = ""
         self.node: Node | None = None
 
@@ -114,29 +129,36 @@ class Knob:
     def setTooltip(self, text: str) -> None:
         self._tooltip = text
 
-    def _state(self) -> dict:
-        return {"kind": type(self).__name__, "label": self._label, "value": self._value, "flags": self._flags}
+    def _to_text(self) -> str:
+        """The value as the .nk writes it (before quoting)."""
+        return str(self._value)
+
+    def _from_text(self, text: str) -> Any:
+        return self._coerce(text)
 
 
 class String_Knob(Knob):
-    pass
+    user_id = 1
 
 
 class File_Knob(Knob):
-    pass
+    user_id = 2
 
 
 class Text_Knob(Knob):
+    user_id = 26
+
     def __init__(self, name: str, label: str | None = None, text: str = ""):
         super().__init__(name, label, text)
 
 
 class Tab_Knob(Knob):
-    pass
+    user_id = 20
 
 
 class Int_Knob(Knob):
     default = 0
+    user_id = 3
 
     def _coerce(self, value: Any) -> int:
         return int(value)
@@ -144,12 +166,23 @@ class Int_Knob(Knob):
 
 class Boolean_Knob(Knob):
     default = False
+    user_id = 6
 
     def _coerce(self, value: Any) -> bool:
         return bool(value)
 
+    def _to_text(self) -> str:
+        return "true" if self._value else "false"
+
+    def _from_text(self, text: str) -> bool:
+        if text not in ("true", "false", "1", "0"):
+            raise ValueError(f"{self._name}: '{text}' is not a boolean (true or false)")
+        return text in ("true", "1")
+
 
 class Enumeration_Knob(Knob):
+    user_id = 4
+
     def __init__(self, name: str, label: str | None = None, items: list[str] | None = None):
         self.items = list(items or [])
         super().__init__(name, label, self.items[0] if self.items else "")
@@ -161,12 +194,11 @@ class Enumeration_Knob(Knob):
             raise ValueError(f"{self._name}: '{value}' is not one of {self.items}")
         return str(value)
 
-    def _state(self) -> dict:
-        return {**super()._state(), "items": self.items}
-
 
 class Script_Knob(Knob):
     """A button (a Read's reload is one)."""
+
+    default_flags = 0
 
     def execute(self) -> None:
         raise NotImplementedError
@@ -174,6 +206,8 @@ class Script_Knob(Knob):
 
 class PyScript_Knob(Script_Knob):
     """A button: `execute()` runs its Python with `thisNode()` the knob's node."""
+
+    user_id = 22
 
     def __init__(self, name: str, label: str | None = None, command: str = ""):
         super().__init__(name, label, command)
@@ -196,14 +230,16 @@ class _Button(Script_Knob):
         self._action()
 
 
-_KNOB_KINDS = {k.__name__: k for k in (String_Knob, File_Knob, Text_Knob, Tab_Knob, Int_Knob, Boolean_Knob,
-                                       Enumeration_Knob, PyScript_Knob)}
+_USER_KNOBS = {k.user_id: k for k in (String_Knob, File_Knob, Text_Knob, Tab_Knob, Int_Knob, Boolean_Knob,
+                                      Enumeration_Knob, PyScript_Knob)}
+_FLAG_NAMES = {"INVISIBLE": INVISIBLE, "STARTLINE": STARTLINE, "READ_ONLY": READ_ONLY}
 
 
 # -- nodes ----------------------------------------------------------------------------------------
 
 class Node:
     _class = "Node"
+    max_inputs: int | None = None  # (None: as many as connected)
 
     def __init__(self, parent: Group | None):
         _main_only("createNode")
@@ -215,6 +251,7 @@ class Node:
         for knob in (String_Knob("name"), String_Knob("label"), Int_Knob("xpos"), Int_Knob("ypos"),
                      Boolean_Knob("disable"), *self._builtin_knobs()):
             self._attach(knob)
+        self._defaults = {name: knob._value for name, knob in self._knobs.items()}  # not written to a .nk
 
     def _builtin_knobs(self) -> list[Knob]:
         return []
@@ -382,10 +419,16 @@ class Root(Group):
                      String_Knob("OCIO_config"), File_Knob("customOCIOConfigPath"), String_Knob("workingSpaceLUT")):
             self._attach(knob)
         self._knobs["name"].setValue("")
+        self._defaults = {name: knob._value for name, knob in self._knobs.items()}
 
 
 class Input(Node):
     _class = "Input"
+    max_inputs = 0
+
+    def __init__(self, parent: Group | None):
+        super().__init__(parent)
+        self._defaults["number"] = 0  # a .nk names every Input's number but the first's
 
     def _builtin_knobs(self) -> list[Knob]:
         number = sum(1 for n in (self.parent._children if self.parent else []) if n.Class() == "Input")
@@ -425,6 +468,7 @@ def _frame_file(pattern: str, frame: int) -> Path:
 
 class Read(Node):
     _class = "Read"
+    max_inputs = 0
 
     def _builtin_knobs(self) -> list[Knob]:
         self._cache: dict[int, dict[str, np.ndarray]] = {}
@@ -722,27 +766,105 @@ class _TaskView:
         task._cancelled = True
 
 
-# -- saving and opening scripts ---------------------------------------------------------------------
+# -- saving and opening scripts (.nk) ---------------------------------------------------------------
+
+_NK_VERSION = "16.0 v2"
+
 
 def scriptSave(path: str) -> bool:
     _main_only("scriptSave")
     _root["name"].setValue(str(path))
-    Path(path).write_text(json.dumps(_save_group(_root), indent=1))
+    lines = [f"#! {EXE_PATH} -nx", f"version {_NK_VERSION}", *_root_lines(), *_group_lines(_root, 0, {})]
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.partial")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, target)  # (Nuke too writes a new file, then renames it over the script)
     return True
 
 
-def _save_group(group: Group) -> dict:
-    ids = {id(n): i for i, n in enumerate(group._children)}
-    saved = []
+def _root_lines() -> list[str]:
+    w, h = _root.format
+    lines = ["Root {", " inputs 0", f" name {nk_syntax.word(_root['name'].value())}",
+             f" format {nk_syntax.word(f'{w} {h} 0 0 {w} {h} 1')}"]
+    for name, knob in _root._knobs.items():
+        if name not in ("name", "label", "xpos", "ypos", "disable") and knob._value != _root._defaults.get(name):
+            lines.append(f" {name} {nk_syntax.word(knob._to_text())}")
+    return [*lines, "}"]
+
+
+def _write_order(group: Group) -> list[Node]:
+    """The group's nodes with each one's inputs before it (creation order otherwise)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+
+    def visit(n: Node) -> None:
+        if id(n) in seen or n.parent is not group:
+            return
+        seen.add(id(n))
+        for up in n._inputs:
+            if up is not None:
+                visit(up)
+        order.append(n)
+
     for n in group._children:
-        entry = {"class": n.Class(), "knobs": {k: n._knobs[k]._state() for k in n._knobs if k not in n._user},
-                 "user": [[k, n._knobs[k]._state()] for k in n._user],
-                 "inputs": [ids.get(id(i)) for i in n._inputs]}
-        entry["knobs"] = {k: v["value"] for k, v in entry["knobs"].items() if not isinstance(n._knobs[k], _Button)}
+        visit(n)
+    return order
+
+
+def _group_lines(group: Group, depth: int, var: dict[int, str]) -> list[str]:
+    """The group's nodes; `var` names (script-wide) the nodes that are pushed again."""
+    pad = " " * depth
+    order = _write_order(group)
+    # A node's single input written just before it is on the stack already; every other
+    # input is pushed again by name (input 0 last: the top of the stack).
+    pushes = [[] if len(n._inputs) == 1 and i > 0 and n._inputs[0] is order[i - 1] else list(reversed(n._inputs))
+              for i, n in enumerate(order)]
+    for up in (up for ups in pushes for up in ups if up is not None):
+        var.setdefault(id(up), f"N{len(var):08x}")
+    lines: list[str] = []
+    for n, ups in zip(order, pushes, strict=True):
+        lines += [f"{pad}push {'$' + var[id(up)] if up is not None else '0'}" for up in ups]
+        lines += _node_lines(n, pad)
         if isinstance(n, Group):
-            entry["children"] = _save_group(n)
-        saved.append(entry)
-    return {"nodes": saved, "root": {k: _root._knobs[k].value() for k in _root._knobs} if group is _root else None}
+            lines += _group_lines(n, depth + 1, var)
+            lines.append(f"{pad}end_group")
+        if id(n) in var:
+            lines.append(f"{pad}set {var[id(n)]} [stack 0]")
+    return lines
+
+
+def _node_lines(n: Node, pad: str) -> list[str]:
+    w = nk_syntax.word
+    lines = [f"{pad}{n.Class()} {{"]
+    if len(n._inputs) != 1:  # (Nuke writes `inputs 0` for a Read too)
+        lines.append(f"{pad} inputs {len(n._inputs)}")
+    for name, knob in n._knobs.items():
+        if (name not in n._user and name not in ("name", "xpos", "ypos") and not isinstance(knob, _Button)
+                and knob._value != n._defaults.get(name, _user_default(knob))):  # (or added later: a Write's datatype)
+            lines.append(f"{pad} {name} {w(knob._to_text())}")
+    lines += [f"{pad} name {w(n.name())}", f"{pad} xpos {n.xpos()}", f"{pad} ypos {n.ypos()}"]
+    for name in n._user:
+        knob = n._knobs[name]
+        spec = [str(knob.user_id), w(name)]
+        if knob._label != name:
+            spec += ["l", w(knob._label)]
+        if knob._tooltip:
+            spec += ["t", w(knob._tooltip)]
+        if isinstance(knob, Enumeration_Knob):
+            spec += ["M", nk_syntax.words_list(knob.items)]
+        if isinstance(knob, (Text_Knob, PyScript_Knob)):
+            spec += ["T", w(knob._value)]
+        for flag_name, flag in _FLAG_NAMES.items():
+            if knob.getFlag(flag) != bool(knob.default_flags & flag):
+                spec.append(("+" if knob.getFlag(flag) else "-") + flag_name)
+        lines.append(f"{pad} addUserKnob {{{' '.join(spec)}}}")
+        if not isinstance(knob, (Text_Knob, Script_Knob, Tab_Knob)) and knob._value != _user_default(knob):
+            lines.append(f"{pad} {name} {w(knob._to_text())}")
+    return [*lines, f"{pad}}}"]
+
+
+def _user_default(knob: Knob) -> Any:
+    return knob.items[0] if isinstance(knob, Enumeration_Knob) and knob.items else knob.default
 
 
 def scriptClear() -> None:
@@ -753,39 +875,126 @@ def scriptClear() -> None:
 
 
 def scriptOpen(path: str) -> None:
+    """Runs the .nk at `path` into a cleared session; a line Nuke would not understand
+    raises RuntimeError naming the file and what is wrong."""
     _main_only("scriptOpen")
     scriptClear()
-    data = json.loads(Path(path).read_text())
-    for name, value in data["root"].items():
-        _root._knobs[name]._value = value
+    try:
+        _run_script(nk_syntax.commands(Path(path).read_text()))
+    except (nk_syntax.NkSyntaxError, ValueError, KeyError, IndexError) as exc:
+        raise RuntimeError(f"{path}: {exc}") from exc
     _root["name"].setValue(str(path))
-    _load_group(_root, data)
 
 
-def _load_group(group: Group, data: dict) -> None:
-    made = []
+def _run_script(script: list[list[str]]) -> None:
+    groups: list[Group] = [_root]
+    stacks: list[list[Node | None]] = [[]]
+    names: dict[str, Node | None] = {}
+    for words in script:
+        head = words[0]
+        if head == "version":
+            continue
+        if head == "Root":
+            _root_knobs(words[1])
+        elif head == "set":
+            if words[2:] != ["[stack 0]"]:
+                raise ValueError(f"set {' '.join(words[1:])}: only `set NAME [stack 0]` is modelled")
+            names[words[1]] = stacks[-1][-1]
+        elif head == "push":
+            stacks[-1].append(None if words[1] == "0" else names[words[1].lstrip("$")])
+        elif head == "end_group":
+            if len(groups) == 1:
+                raise ValueError("end_group outside a group")
+            groups.pop()
+            stacks.pop()
+        elif head in _CLASSES and len(words) == 2:
+            made = _run_node(head, words[1], groups[-1], stacks[-1])
+            if isinstance(made, Group):
+                groups.append(made)
+                stacks.append([])
+        else:
+            raise ValueError(f"{head}: unknown command")
+    if len(groups) > 1:
+        raise ValueError(f"group {groups[-1].name()} has no end_group")
+
+
+def _root_knobs(body: str) -> None:
+    for words in nk_syntax.commands(body):
+        name, value = words[0], words[1]
+        if name == "inputs":
+            continue
+        if name == "format":
+            w, h = (int(v) for v in value.split()[:2])
+            _root.format = (w, h)
+        elif name in _root._knobs:
+            _root._knobs[name]._value = _root._knobs[name]._from_text(value)
+        else:
+            raise ValueError(f"Root: no knob named {name}")
+
+
+def _run_node(cls: str, body: str, group: Group, stack: list[Node | None]) -> Node:
+    """One `Class { ... }` command: the node is made in `group`, takes its inputs off the
+    stack (input 0 first) and goes on it."""
     _context.append(group)
     try:
-        for entry in data["nodes"]:
-            node = _CLASSES[entry["class"]](group)
-            group._children.append(node)
-            for name, state in entry["user"]:
-                kind = _KNOB_KINDS[state["kind"]]
-                extra = [state["items"]] if kind is Enumeration_Knob else []
-                knob = kind(name, state["label"], *extra)
-                knob._value, knob._flags = state["value"], state["flags"]
-                node.addKnob(knob)
-            for name, value in entry["knobs"].items():
-                if name in node._knobs:
-                    node._knobs[name]._value = value
-                    node._knob_changed(node._knobs[name])
-            if "children" in entry:
-                _load_group(node, entry["children"])
-            made.append(node)
-        for node, entry in zip(made, data["nodes"], strict=True):
-            node._inputs = [made[i] if i is not None else None for i in entry["inputs"]]
+        node = _CLASSES[cls](group)
+        group._children.append(node)
+        inputs = 1
+        for words in nk_syntax.commands(body):
+            name = words[0]
+            if name == "inputs":
+                inputs = int(words[1])
+            elif name == "addUserKnob":
+                node.addKnob(_user_knob(nk_syntax.commands(words[1])[0]))
+            elif name in node._knobs and len(words) == 2:
+                knob = node._knobs[name]
+                knob._value = knob._from_text(words[1])
+                node._knob_changed(knob)
+            else:
+                raise ValueError(f"{cls}: no knob named {name}")
     finally:
         _context.pop()
+    if node.max_inputs is not None:
+        inputs = min(inputs, node.max_inputs)
+    taken = [stack.pop() if stack else None for _ in range(inputs)]
+    while taken and taken[-1] is None:
+        taken.pop()
+    node._inputs = taken
+    stack.append(node)
+    return node
+
+
+def _user_knob(spec: list[str]) -> Knob:
+    kind = _USER_KNOBS.get(int(spec[0]))
+    if kind is None:
+        raise ValueError(f"addUserKnob: knob type {spec[0]} is not one the fake models")
+    name, label, tooltip, items, text, flags = spec[1], None, "", [], "", []
+    rest = iter(spec[2:])
+    for key in rest:
+        if key in ("l", "t", "M", "T"):
+            value = next(rest)
+            if key == "l":
+                label = value
+            elif key == "t":
+                tooltip = value
+            elif key == "M":
+                items = nk_syntax.commands(value)[0] if value.strip() else []
+            else:
+                text = value
+        elif key[:1] in "+-" and key[1:] in _FLAG_NAMES:
+            flags.append(key)
+        else:
+            raise ValueError(f"addUserKnob {name}: '{key}' is not understood")
+    if kind is Enumeration_Knob:
+        knob: Knob = Enumeration_Knob(name, label, items)
+    elif kind in (Text_Knob, PyScript_Knob):
+        knob = kind(name, label, text)
+    else:
+        knob = kind(name, label)
+    knob._tooltip = tooltip
+    for flag in flags:
+        (knob.setFlag if flag[0] == "+" else knob.clearFlag)(_FLAG_NAMES[flag[1:]])
+    return knob
 
 
 def reset() -> None:

@@ -106,8 +106,8 @@ class MemoryBank:
         self.encoder = encoder
         self.global_frames = global_frames
         self.local_frames = local_frames
-        self._held: list[tuple[np.ndarray, torch.Tensor | None]] = []  # strided history
-        self._recent: list[tuple[np.ndarray, torch.Tensor | None]] = []
+        self._held: list[tuple[np.ndarray | None, torch.Tensor | None]] = []  # strided history
+        self._recent: list[tuple[np.ndarray | None, torch.Tensor | None]] = []
         self._stride = 1
         self._count = 0
 
@@ -132,6 +132,44 @@ class MemoryBank:
                     self._stride *= 2
             self._recent = (self._recent + [item])[-self.local_frames:]
             self._count += 1
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The bank as plain arrays, for a shot checkpoint. A frame-independent encoder's tokens are
+        kept as computed (bf16 as its bits): encoding them again in other batches could change
+        their last bits, and resumed frames would then drift from an uninterrupted run's."""
+        out = {"stride": np.array(self._stride, np.int64), "count": np.array(self._count, np.int64)}
+        for part, items in (("held", self._held), ("recent", self._recent)):
+            if not items:
+                continue
+            if self.encoder.frame_independent:
+                tokens = [t for _, t in items if t is not None]  # every item has them with such an encoder
+                out[f"{part}_tokens"], out["tokens_dtype"] = pack_tensor(torch.stack(tokens))
+            else:
+                out[f"{part}_frames"] = np.stack([f for f, _ in items if f is not None])
+        return out
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Become the bank `state()` described (ValueError when it was written for another encoder)."""
+        stride, count = int(state["stride"]), int(state["count"])
+        parts: dict[str, list[tuple[np.ndarray | None, torch.Tensor | None]]] = {}
+        for part in ("held", "recent"):
+            if self.encoder.frame_independent:
+                if f"{part}_frames" in state:
+                    raise ValueError("memory bank state holds frames; this encoder reads cached tokens")
+                tokens = state.get(f"{part}_tokens")
+                parts[part] = [] if tokens is None else [
+                    (None, t) for t in unpack_tensor(tokens, state["tokens_dtype"]).unbind(0)]
+            else:
+                if f"{part}_tokens" in state:
+                    raise ValueError("memory bank state holds tokens; this encoder reads frames")
+                frames = state.get(f"{part}_frames")
+                parts[part] = [] if frames is None else [(f, None) for f in frames]
+        if stride < 1 or len(parts["held"]) > 2 * self.global_frames or len(parts["recent"]) > self.local_frames:
+            raise ValueError("memory bank state does not fit this bank's global and local frames")
+        if count < len(parts["held"]) or (count and not parts["held"]):
+            raise ValueError(f"memory bank state counts {count} frames but holds {len(parts['held'])}")
+        self._held, self._recent = parts["held"], parts["recent"]
+        self._stride, self._count = stride, count
 
     def memory(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(global, local), each (1, 2, layers, tokens, kv_dim)."""
@@ -185,6 +223,35 @@ class FrameStoreBank:
 
     def memory(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder.memory(self.store, device, dtype)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.store.state()
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.store.restore(state)
+
+
+def pack_tensor(tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A tensor as (numpy array, dtype name) that a checkpoint can hold without pickling:
+    numpy has no bfloat16, so bf16 travels as its 16-bit patterns, exactly."""
+    tensor = tensor.detach().cpu().contiguous()
+    name = str(tensor.dtype).removeprefix("torch.")
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16).copy(), np.array(name)
+    return tensor.numpy().copy(), np.array(name)
+
+
+def unpack_tensor(array: np.ndarray, dtype_name) -> torch.Tensor:
+    """`pack_tensor` undone (a CPU tensor), refusing an array whose type is not the one named."""
+    name = str(np.asarray(dtype_name))
+    if name == "bfloat16":
+        if array.dtype != np.uint16:
+            raise ValueError(f"bfloat16 state stored as {array.dtype}, not its uint16 bits")
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16).copy()).view(torch.bfloat16)
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or torch.from_numpy(np.zeros(0, array.dtype)).dtype != dtype:
+        raise ValueError(f"state array of {array.dtype} does not hold {name}")
+    return torch.from_numpy(np.array(array, copy=True))
 
 
 def memory_bank(encoder, *, global_frames: int = 650, local_frames: int = 20):

@@ -128,6 +128,38 @@ class FrameStore:
                 self._recent.append((index, square))
             self._count += 1
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything the next samples depend on, as plain arrays (a shot checkpoint stores them):
+        each held square once, by frame index, and which of them are the history and the recent."""
+        squares = dict(self._held)
+        squares.update(self._recent)
+        index = sorted(squares)
+        frames = (np.stack([squares[i] for i in index]) if index
+                  else np.zeros((0, self.size, self.size, 3), np.uint8))
+        return {"index": np.array(index, np.int64), "frames": frames,
+                "held": np.array(sorted(self._held), np.int64),
+                "recent": np.array([i for i, _ in self._recent], np.int64),
+                "stride": np.array(self._stride, np.int64), "count": np.array(self._count, np.int64)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Become the store `state()` described; a state for another size or window is refused
+        (ValueError), since its samples would not be the ones the saved run went on to take."""
+        index, frames = np.asarray(state["index"]), np.asarray(state["frames"])
+        held, recent = np.asarray(state["held"]), np.asarray(state["recent"])
+        stride, count = int(state["stride"]), int(state["count"])
+        if frames.dtype != np.uint8 or frames.shape != (len(index), self.size, self.size, 3):
+            raise ValueError(f"frame store state holds frames of shape {frames.shape}, not {self.size}x{self.size} "
+                             "squares")
+        if stride < 1 or stride & (stride - 1) or not 0 <= len(held) <= self.capacity or len(recent) > self.recent:
+            raise ValueError("frame store state does not fit this store's capacity and recent window")
+        squares = {int(i): frames[k] for k, i in enumerate(index)}
+        if not set(map(int, held)) | set(map(int, recent)) <= set(squares) or any(i >= count for i in squares):
+            raise ValueError("frame store state names frames it does not hold")
+        frames.setflags(write=False)
+        self._held = {int(i): squares[int(i)] for i in held}
+        self._recent = deque(((int(i), squares[int(i)]) for i in recent), maxlen=self.recent or None)
+        self._stride, self._count = stride, count
+
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(global, local, indices): global (G, size, size, 3) uint8 over the shot so far, local its last picks.
 

@@ -33,6 +33,7 @@ from longanim.engine.backends.longanimation.planning import (
     check_segment_options,
     plan_segments,
 )
+from longanim.engine.backends.longanimation.residency import Residency, parse_offload
 
 DEFAULT_PROMPT = "Anime line art colorized consistently with the reference character design."
 # The reference script appends this to every prompt (it re-appends it each segment, a slip of its loop
@@ -95,9 +96,10 @@ def image_pixels(rgb: np.ndarray) -> torch.Tensor:
 class LongAnimationPipeline:
     def __init__(
         self, *, transformer, sketch_dit, dglm, vae, scheduler, text_encoder, tokenizer, memory_encoder,
-        lineart=None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False,
+        lineart=None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload="none",
         vae_tiling: bool = True,
     ):
+        """`offload`: "none" (everything on `device`) or "model" (one phase's parts at a time, residency.py)."""
         self.transformer = transformer
         self.sketch_dit = sketch_dit
         self.dglm = dglm
@@ -109,7 +111,7 @@ class LongAnimationPipeline:
         self.lineart = lineart
         self.device = torch.device(device)
         self.dtype = dtype
-        self.offload = offload
+        self.offload = parse_offload(offload)
         if vae_tiling:
             vae.enable_tiling()
         for m in (transformer, sketch_dit, dglm, vae, text_encoder, memory_encoder, lineart):
@@ -118,19 +120,16 @@ class LongAnimationPipeline:
             if next(m.parameters()).dtype != dtype:
                 m.to(dtype=dtype)
             m.eval().requires_grad_(False)
-        # The denoiser stays on the device; in offload mode the rest visits it only while used.
-        for m in (transformer, sketch_dit, dglm):
-            m.to(self.device)
-        for m in (vae, text_encoder, memory_encoder, lineart):
-            if m is not None:
-                m.to("cpu" if offload else self.device)
+        # The parts are looked up on this pipeline at every phase, so one swapped in later is planned too.
+        self.residency = Residency(self, self.offload, device=self.device, offload_device="cpu",
+                                   release=self._release)
         self._prompt_cache: dict[tuple, torch.Tensor] = {}
         self.vae_spatial = 2 ** (len(vae.config.block_out_channels) - 1)
         self.vae_temporal = vae.config.temporal_compression_ratio
 
     @classmethod
     def from_weights(
-        cls, root: str | Path, *, device="cpu", dtype=torch.float32, offload=False, vae_tiling=True, memory=True,
+        cls, root: str | Path, *, device="cpu", dtype=torch.float32, offload="none", vae_tiling=True, memory=True,
     ):
         """`memory=False` runs without the DGLM's memory and needs no memory encoder (the release's first
         segment, always)."""
@@ -151,17 +150,9 @@ class LongAnimationPipeline:
             device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling,
         )
 
-    @contextlib.contextmanager
-    def _on_device(self, module):
-        if self.offload and module is not None:
-            module.to(self.device)
-        try:
-            yield module
-        finally:
-            if self.offload and module is not None:
-                module.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+    def _release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # --- encoders -----------------------------------------------------------------------------
 
@@ -169,7 +160,7 @@ class LongAnimationPipeline:
         """(N, H, W, 3) uint8 at the model resolution -> (N, H, W) bool strokes, through the line-art network."""
         if self.lineart is None:
             raise RuntimeError("this pipeline has no line-art network (sk_model.pth)")
-        with self._on_device(self.lineart):
+        with self.residency.running("lineart"):
             return self.lineart.line_masks(frames, threshold)
 
     def encode_prompt(self, prompt: str, negative_prompt: str, length: int = TEXT_LENGTH) -> torch.Tensor:
@@ -177,7 +168,7 @@ class LongAnimationPipeline:
         key = (prompt, negative_prompt, length)
         if key not in self._prompt_cache:
             embeds = []
-            with self._on_device(self.text_encoder), torch.no_grad():
+            with self.residency.running("prompt"), torch.no_grad():
                 for text in (negative_prompt, prompt):
                     ids = self.tokenizer(
                         [text], padding="max_length", max_length=length, truncation=True, add_special_tokens=True,
@@ -199,7 +190,7 @@ class LongAnimationPipeline:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, latent F, C, h, w) -> (F, H, W, 3) float in [0, 1], computed as the reference decodes."""
-        with self._on_device(self.vae), torch.no_grad():
+        with self.residency.running("decode"), torch.no_grad():
             scaled = 1 / self.vae.config.scaling_factor * latents.permute(0, 2, 1, 3, 4)
             video = self.vae.decode(scaled).sample
         return (video[0].float() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
@@ -218,6 +209,9 @@ class LongAnimationPipeline:
         progress: Callable[[dict], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         label: dict | None = None,
+        start_segment: int = 0,
+        previous: dict[int, torch.Tensor] | None = None,
+        on_segment: Callable[[int, dict[int, torch.Tensor] | None], None] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (run position, HxWx3 uint8) for every position of a run, segment by segment.
 
@@ -225,14 +219,20 @@ class LongAnimationPipeline:
         `reference_*` are the run's keyframe, the first frame in the model's eyes.
         Position 0 (the keyframe's own frame) is kept out of the memory, as the
         reference leaves the first frame out of the video its memory reads.
+
+        A run can stop at a segment's end and go on later: `on_segment(index, tails)` is told,
+        once a segment is in the memory bank and before its frames come out, the fusion tails
+        the next segment reads; `start_segment` and `previous` (those tails) start a run there.
+        Every segment reseeds its generators, so nothing else carries over.
         """
         settings.check()
         segments = plan_segments(length, settings.segment_length, settings.overlap)
         prompt = self.encode_prompt(settings.full_prompt, settings.negative_prompt, settings.text_length)
-        with self._on_device(self.vae), torch.no_grad():
+        with self.residency.running("latents"), torch.no_grad():
             reference = self._vae_dist(image_pixels(reference_rgb))
-        previous = None
         for index, seg in enumerate(segments):
+            if index < start_segment:
+                continue
             info = dict(label or {}, segment=index + 1, segments=len(segments))
             frames = [masks(i) for i in range(seg.start, seg.end)]
             frames += [frames[-1]] * (seg.padded_frames - seg.frames)
@@ -240,7 +240,7 @@ class LongAnimationPipeline:
             # are unseeded there and come from a second generator, reseeded alike, here.
             generator = torch.Generator("cpu").manual_seed(settings.seed)
             sketch_generator = torch.Generator("cpu").manual_seed(settings.seed)
-            with self._on_device(self.vae), torch.no_grad():
+            with self.residency.running("latents"), torch.no_grad():
                 sketch = self._sketch_latents(frames, sketch_generator)
                 first_sketch = self._sketch_latents(frames[:1], sketch_generator)
                 if index == 0:
@@ -255,9 +255,11 @@ class LongAnimationPipeline:
             video = self.decode(latents)
             rgb = (video * 255).round().to(torch.uint8).cpu().numpy()  # (F, H, W, 3)
             kept = [(p, rgb[p - seg.start]) for p in range(seg.keep_from, seg.keep_to)]
-            if bank is not None:
-                with self._on_device(self.memory_encoder):
+            if bank is not None:  # a light encoder encodes frames as they come; Video-XL's store only keeps them
+                with self.residency.running("memory") if _encodes_on_add(bank) else contextlib.nullcontext():
                     bank.add([f for p, f in kept if p != 0])
+            if on_segment is not None:
+                on_segment(index, previous)
             yield from kept
 
     def _denoise_segment(
@@ -280,8 +282,9 @@ class LongAnimationPipeline:
 
         memory = None
         if bank is not None and len(bank):
-            with self._on_device(self.memory_encoder):
+            with self.residency.running("memory"):
                 memory = bank.memory(self.device, self.dtype)
+        self.residency.enter("denoise")
 
         scheduler = self.scheduler
         scheduler.set_timesteps(settings.steps, device=self.device)
@@ -337,6 +340,11 @@ class LongAnimationPipeline:
 
     def _rotary(self, h: int, w: int, frames: int):
         return rotary_embedding(self.transformer.config, h, w, frames, self.device)
+
+
+def _encodes_on_add(bank) -> bool:
+    encoder = getattr(bank, "encoder", None)
+    return bool(getattr(encoder, "frame_independent", False))
 
 
 def rotary_embedding(config, h: int, w: int, frames: int, device):

@@ -19,16 +19,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
-
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.backends.paint import shot_state
 from longanim.engine.backends.paint.colored_lines import vivid_lines
 from longanim.engine.backends.paint.memory_global import GlobalMemory, Palette
-from longanim.engine.backends.paint.memory_local import MIN_SAMPLES, HiddenMemory, LocalMemory, flow_image, widen
+from longanim.engine.backends.paint.memory_local import (
+    MIN_SAMPLES,
+    HiddenMemory,
+    LocalMemory,
+    flow_image,
+    widen,
+)
 from longanim.engine.backends.paint.objects import ObjectPalette
 from longanim.engine.backends.paint.regions import RegionStats, grid_step, measure
 from longanim.engine.backends.paint.scenery_bands import SceneryBands
-from longanim.engine.backends.paint.segment import INK_THRESHOLD, Segmentation, segment
+from longanim.engine.backends.paint.segment import Segmentation, segment
 from longanim.engine.errors import InputError
 
 SHAPE_WEIGHT = 0.5  # scale of the shape evidence against the context and layout evidence
@@ -215,7 +220,7 @@ class _Shot:
         if self.film:
             coverage = np.where(self.palette.opaque[label], 255, 0).astype(np.uint8)
             coverage[0] = 0  # a line's coverage is the line art's own
-        rgb, sure_map = render(lineart, color, confidence, seg.labels, coverage=coverage, ink=seg.ink, vivid=vivid)
+        rgb, sure_map = render(lineart, color, confidence, seg.labels, coverage=coverage, vivid=vivid)
         below = cv2.compare(sure_map, self.backend.review_threshold * 255.0, cv2.CMP_LT)
         review = cv2.countNonZero(below) / below.size
         conf_map = sure_map.astype(np.float32)
@@ -375,13 +380,13 @@ def region_colors(image: np.ndarray, seg: Segmentation) -> np.ndarray:
 
 
 def render(lineart: np.ndarray, color: np.ndarray, confidence: np.ndarray, labels: np.ndarray, *,
-           coverage: np.ndarray | None = None, ink: np.ndarray | None = None,
+           coverage: np.ndarray | None = None,
            vivid: tuple[np.ndarray, np.ndarray] | None = None):
     """Fills under the line art, multiplied (paper shows the fill, ink darkens it), and the
     per-pixel confidence (uint8), gathered together in one pass over the label image.
 
     `vivid` (from `vivid_lines`): those pixels show the fill of the region they were given,
-    with no line over it. `coverage` (uint8 per region; needs `segment`'s `ink`): the fills'
+    with no line over it. `coverage` (uint8 per region): the fills'
     opacity, as a fourth channel (`fill_coverage`)."""
     line = np.ascontiguousarray(lineart[..., :3])
     if vivid is not None:
@@ -396,26 +401,35 @@ def render(lineart: np.ndarray, color: np.ndarray, confidence: np.ndarray, label
     fill = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
     rgb = cv2.multiply(fill, line, scale=1.0 / 255.0)
     if coverage is not None:
-        rgb = np.dstack([rgb, fill_coverage(coverage, labels, ink)])
+        rgb = np.dstack([rgb, fill_coverage(coverage, labels)])
     return rgb, cv2.extractChannel(rgba, 3)
 
 
 PINHOLE_REACH = 4  # px through a line a pinhole of paper in it looks for the fill it lies in
 
 
-def fill_coverage(coverage: np.ndarray, labels: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """Per pixel, how opaque the fill under it is (uint8). Lines have none of their own (the
-    line art's alpha is theirs), but specks of paper left inside a line, where two lines
-    cross or a drawn circle leaves holes, take the coverage of the fill nearest them: on
-    film they would otherwise be holes through an opaque character."""
+def fill_coverage(coverage: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per pixel, how opaque the fill under it is (uint8). A line pixel lies over the fills it
+    touches: the least opaque of them (between two opaque fills, opaque, so a stroke's soft
+    inner edge leaves no see-through seam inside a character; on the silhouette, where one
+    side is film, none, and the line art's alpha stays its own). A line pixel that touches no
+    fill (a stroke's core, the fainter ink where two strokes nearly meet, a speck of paper left
+    inside a line) lies over what the line pixels around it do, up to PINHOLE_REACH away: on
+    film such a pixel would otherwise be a hole through an opaque character."""
     alpha = np.take(coverage, labels)
     line = cv2.compare(labels, 0, cv2.CMP_EQ)
-    holes = cv2.bitwise_and(line, cv2.compare(ink, INK_THRESHOLD, cv2.CMP_LE))
-    if cv2.countNonZero(holes):
+    on_line = line.view(bool)
+    touched = cv2.bitwise_and(line, cv2.dilate(cv2.bitwise_not(line), _SQUARE3)).view(bool)
+    if not touched.any():
+        return alpha
+    least = cv2.erode(np.where(on_line, np.uint8(255), alpha), _SQUARE3)
+    np.copyto(alpha, least, where=touched)
+    inside = on_line & ~touched
+    if inside.any():
         reach = alpha.copy()
         for _ in range(PINHOLE_REACH):
-            np.copyto(reach, cv2.dilate(reach, _SQUARE3), where=line.view(bool))
-        np.copyto(alpha, reach, where=holes.view(bool))
+            np.copyto(reach, cv2.dilate(reach, _SQUARE3), where=inside)
+        np.copyto(alpha, reach, where=inside)
     return alpha
 
 

@@ -2,11 +2,15 @@
 (no bpy), so the writer thread may run it and plain pytest can test it.
 
 The engine's colorizers take opaque sRGB: transparent film counts as paper (white). A
-Grease Pencil render with a transparent film should give back a cel layer with alpha, so
-the painted keyframe's transparent background is sent as a matte colour (MATTE, pure
-magenta, which line art and fills rarely use): the colorizer paints the background regions
-with it like any other colour, and `cel_rgba` turns matte back into transparency while
-keeping the strokes' own anti-aliased alpha.
+Grease Pencil render with a transparent film should give back a cel layer with alpha.
+An engine of protocol 1.1 or later is told the painted keyframe's alpha
+(`keyframes[].alpha`) and sends each result with a fourth channel, the fills' coverage;
+`coverage_cel` puts the strokes over those fills the way the engine does for its own files
+(`engine.pipeline.with_coverage`), so inline and path jobs give the same cel. A 1.0 engine
+ignores that alpha, so for one the keyframe's transparent background is sent as a matte
+colour instead (MATTE, pure magenta, which line art and fills rarely use): the colorizer
+paints the background regions with it like any other colour, and `cel_rgba` turns matte
+back into transparency while keeping the strokes' own anti-aliased alpha.
 """
 
 from __future__ import annotations
@@ -66,6 +70,30 @@ def cel_rgba(colored: np.ndarray, line: np.ndarray) -> np.ndarray:
     color = np.where(fill_a > 0, rgb, color)
     out = np.concatenate([color, out_a], axis=-1)
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def coverage_cel(colored: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """An engine result with the fills' coverage (HxWx4 uint8: colour, fill alpha) and the
+    line-art render (HxWx4 straight) -> a straight-alpha uint8 cel: the strokes over the
+    fills. Over an opaque fill the pixel is opaque and the engine's colour (lines included)
+    stands; over film only the stroke remains, in its own colour under its own alpha."""
+    color = colored[..., :3].astype(np.float32) / 255.0
+    fill = colored[..., 3:4].astype(np.float32) / 255.0
+    a = line[..., 3:4].astype(np.float32) / 255.0
+    on_white = lineart_rgb(line).astype(np.float32) / 255.0  # what the engine was sent
+    stroke = np.clip(on_white - (1.0 - a), 0.0, 1.0)  # the stroke's colour times its alpha
+    alpha = np.where(fill > 0, 1.0 - (1.0 - a) * (1.0 - fill), a)
+    premult = fill * color + (1.0 - fill) * stroke
+    straight = np.where(alpha > 0, premult / np.maximum(alpha, 1e-6), color)
+    out = np.concatenate([np.clip(straight, 0.0, 1.0), alpha], axis=-1)
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def with_line_alpha(colored: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """A result without coverage from an engine that was given the keyframe's alpha (the
+    backend was asked to keep the line art's alpha): the line art's alpha, as the engine
+    writes its own files then."""
+    return np.concatenate([colored[..., :3], line[..., 3:4]], axis=-1)
 
 
 def confidence_grey(confidence: np.ndarray) -> np.ndarray:

@@ -87,12 +87,22 @@ def key_image_paths(pattern: str, numbers: list[int]) -> dict[int, str]:
     return {n: f"{head}{n:0{width}d}{tail}" for n in numbers}
 
 
+def _version(text) -> tuple[int, ...]:
+    """'1.1' -> (1, 1); anything unreadable -> (0,), i.e. the oldest behaviour."""
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        return (0,)
+
+
 class ResultWriter:
     """Turns results into files on a thread of its own (no bpy there): the cel as PNG or
-    EXR, the confidence map as PNG (from the array sent inline, or the engine's file)."""
+    EXR, the confidence map as PNG (from the array sent inline, or the engine's file).
+    `matte`: the keyframes were sent with the matte background (a 1.0 engine), so a
+    result's matte regions are the transparent ones."""
 
-    def __init__(self, folder: Path, name: str, ext: str = "png"):
-        self.folder, self.name, self.ext = folder, name, ext
+    def __init__(self, folder: Path, name: str, ext: str = "png", matte: bool = False):
+        self.folder, self.name, self.ext, self.matte = folder, name, ext, matte
         self.queue: queue.Queue = queue.Queue()
         self.written: list[int] = []
         self.error: str | None = None
@@ -118,7 +128,14 @@ class ResultWriter:
                 continue
             number, rgb, confidence, line = item
             try:
-                cel = F.cel_rgba(rgb, line) if line is not None else rgb
+                if line is None:  # the engine's own file: already the cel
+                    cel = rgb
+                elif rgb.shape[-1] == 4:  # the fills' coverage (keyframes sent with alpha)
+                    cel = F.coverage_cel(rgb, line)
+                elif self.matte:
+                    cel = F.cel_rgba(rgb, line)
+                else:
+                    cel = F.with_line_alpha(rgb, line)
                 data = F.encode_exr(F.exr_pixels(cel)) if self.ext == "exr" else F.encode_png(cel, level=1)
                 F.write_atomic(F.frame_path(self.folder, self.name, number, self.ext), data)
                 if isinstance(confidence, (str, Path)):  # a path job: the engine wrote it
@@ -171,9 +188,10 @@ class ColorizeSession:
     sends those that come faster than its 0.5 s flush interval together).
     Path jobs (the output folder lies inside the engine's --roots, as the preferences name
     them) render the line art into `lineart/` beside the output, submit once every frame
-    is on disk, and the engine writes into `engine/`; each of its files is turned into the
-    cel here. Either way the cels are written by this side: the engine's output is opaque
-    colour over the line art's alpha, the cel needs the fills' alpha back (frames.cel_rgba).
+    is on disk, and the engine writes into `engine/`; the cels are written beside them.
+    An engine of protocol 1.1 or later gets the painted keyframes' alpha: its inline results
+    carry the fills' coverage (frames.coverage_cel makes the cel) and its files already are
+    the cels. A 1.0 engine gets the matte background instead (frames.cel_rgba).
     """
 
     def __init__(self, settings: Settings, scene, report=None):
@@ -197,6 +215,8 @@ class ColorizeSession:
         self.resubmitted = 0  # engine jobs submitted again after Blender paused too long
         self.jobs_lost: list[dict] = []  # why each of those was lost (the engine's error)
         self.waited_for_render = 0  # ticks skipped while another render (F12) ran
+        self.coverage = False  # the engine takes keyframes[].alpha (protocol 1.1): set at hello
+        self.result_channels: set[int] = set()  # channel counts of the inline results seen
         self.tick_times: list[tuple[str, float]] = []  # (state at start, seconds) per tick
         self.job = None
         self.client: EngineClient | None = None
@@ -206,6 +226,7 @@ class ColorizeSession:
         self._feed: _Feed | None = None
         self._packed: dict[int, tuple] = {}  # inline: every rendered frame, compressed, for a resubmit
         self._keyframes: list[tuple] = []
+        self._key_colors: dict[int, np.ndarray] = {}  # the painted keyframes as rendered (RGBA)
         self._key_steps: list[tuple[int, bool]] = []  # (frame, fills) renders still to do for keyframes
         self._key_renders: dict[tuple[int, bool], np.ndarray] = {}
         self._lines: dict[int, object] = {}
@@ -314,6 +335,7 @@ class ColorizeSession:
         if not self._hello.done:
             return
         self._hello.result()  # raises the EngineError: engine down, or another protocol major
+        self.coverage = _version(self.client.engine_info.get("protocol_version")) >= (1, 1)
         backends = (self.client.engine_info.get("capabilities") or {}).get("backends") or []
         if backends and self.s.backend not in backends:
             raise EngineError("unknown_backend", f"the engine has no '{self.s.backend}' backend "
@@ -344,17 +366,24 @@ class ColorizeSession:
                                      "paint it at the scene resolution")
             else:
                 color = self._key_renders[(n, True)]
-            self._keyframes.append((n, F.keyframe_rgb(color), F.lineart_rgb(lineart)))
+            if self.coverage:  # the fills' own alpha says which of them are opaque
+                self._keyframes.append((n, F.lineart_rgb(color), F.lineart_rgb(lineart),
+                                        np.ascontiguousarray(color[..., 3])))
+            else:
+                self._keyframes.append((n, F.keyframe_rgb(color), F.lineart_rgb(lineart)))
+            self._key_colors[n] = color
         self._key_renders.clear()
-        self.writer = ResultWriter(Path(self.s.output_dir), self.s.output_name, self.s.output_ext)
+        self.writer = ResultWriter(Path(self.s.output_dir), self.s.output_name, self.s.output_ext,
+                                   matte=not self.coverage)
         if self.mode == "inline":
             self._submit_inline()
         else:
             for stale in self.lineart_dir.glob(f"{self.s.output_name}.*.png"):
                 if F.frame_number(stale.name, self.s.output_name) not in self.key_frames:
                     stale.unlink()  # a longer range rendered before must not join this sequence
-            for n, color, _ in self._keyframes:
-                F.write_atomic(self._key_path(n), F.encode_png(color, level=1))
+            for n, color, *_ in self._keyframes:
+                painted = self._key_colors[n] if self.coverage else color  # with its alpha, for an engine that takes it
+                F.write_atomic(self._key_path(n), F.encode_png(painted, level=1))
         self.state, self.message = "render", "Rendering line art"
 
     def _tick_render(self) -> None:
@@ -455,6 +484,8 @@ class ColorizeSession:
                 continue  # a resubmitted job sends again what was written before the loss
             self.results += 1
             self.cached += bool(result.cached)
+            if result.rgb is not None:
+                self.result_channels.add(int(result.rgb.shape[-1]))
             if result.path is not None:
                 self._path_results.append(result)
                 continue
@@ -481,8 +512,12 @@ class ColorizeSession:
     def _write_path_result(self, result) -> None:
         from .lineart_render import read_image
 
-        colored = read_image(result.path)[..., :3]
-        line = read_image(str(F.frame_path(self.lineart_dir, self.s.output_name, result.number)))
+        colored = read_image(result.path)
+        if self.coverage:  # the engine put the strokes over the fills' coverage itself
+            line = None
+        else:
+            colored = colored[..., :3]
+            line = read_image(str(F.frame_path(self.lineart_dir, self.s.output_name, result.number)))
         confidence = F.frame_path(self.engine_dir / "confidence", self.s.output_name, result.number)
         self._written.add(result.number)
         self.writer.put(result.number, colored, confidence if confidence.is_file() else None, line)
