@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from longanim.protocol import messages as M
 from longanim.protocol.client import EngineClient, EngineError
+from longanim.protocol.wire import deserialize
 
 START_TIMEOUT_S = 30.0
 
@@ -92,3 +94,26 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def reply_to(sock, msg, timeout_s: float = 10.0):
+    """The reply whose parent is `msg` (sent here on the DEALER `sock`); events and other
+    replies are skipped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            got = deserialize(sock.recv_multipart())
+            if got.parent_id == msg.msg_id and got.msg_type not in M.EVENTS:
+                return got
+    raise AssertionError(f"no reply to {msg.msg_type} {msg.msg_id}")
+
+
+def job_done(sock, job_id: str, timeout_s: float = 30.0) -> dict:
+    """The content of the job's `job_done`; other messages are skipped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            got = deserialize(sock.recv_multipart())
+            if got.msg_type == M.DONE and got.content["job_id"] == job_id:
+                return got.content
+    raise AssertionError(f"job {job_id} did not end")

@@ -7,18 +7,17 @@ that sends none of the fields gets what 1.1 gave."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
-from engine_helpers import Engine
+from engine_helpers import Engine, job_done, reply_to
 from longanim.commands import main
 from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
 from longanim.protocol import messages as M
-from longanim.protocol.wire import Message, deserialize, make_message, serialize
+from longanim.protocol.wire import make_message, serialize
 
 W, H, N = 160, 90, 160
 
@@ -54,26 +53,9 @@ def _content(root: Path, out: Path, **output) -> dict:
             "output": {"kind": "path", "path": str(out), **output}}
 
 
-def _ask(sock, msg) -> Message:
+def _ask(sock, msg):
     sock.send_multipart(serialize(msg))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if sock.poll(100):
-            got = deserialize(sock.recv_multipart())
-            if got.parent_id == msg.msg_id and got.msg_type not in M.EVENTS:
-                return got
-    raise AssertionError(f"no reply to {msg.msg_type}")
-
-
-def _job_done(sock, job_id: str, timeout_s: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if sock.poll(100):
-            got = deserialize(sock.recv_multipart())
-            if got.msg_type == M.DONE and got.content["job_id"] == job_id:
-                return got.content
-    raise AssertionError(f"job {job_id} did not end")
-
+    return reply_to(sock, msg)
 
 @pytest.fixture()
 def sock(root, tmp_path):
@@ -118,7 +100,7 @@ def test_a_1_1_client_sending_no_checkpoint_fields_gets_no_checkpoint(sock, root
     msg.header["version"] = "1.1"
     reply = _ask(sock, msg)
     assert reply.content["status"] == "ok", reply.content
-    done = _job_done(sock, reply.content["job_id"])
+    done = job_done(sock, reply.content["job_id"], timeout_s=120.0)
     assert done["state"] == "done" and done["start"]["mode"] == "fresh", done
     assert not list((tmp_path / "out").glob(".*checkpoint*"))
     assert _outputs(tmp_path / "out") == _outputs(reference)

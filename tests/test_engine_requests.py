@@ -15,10 +15,9 @@ import time
 import numpy as np
 import pytest
 import zmq
-from engine_helpers import Engine
-
+from engine_helpers import Engine, job_done, reply_to
 from longanim.protocol import messages as M
-from longanim.protocol.wire import deserialize, make_message, serialize
+from longanim.protocol.wire import make_message, serialize
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +31,6 @@ def dealer(engine) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(engine.url)
     return sock
-
-
-def reply_to(sock, msg, timeout_s: float = 10.0):
-    """The reply whose parent is `msg`; events and other replies are skipped."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if sock.poll(100):
-            got = deserialize(sock.recv_multipart())
-            if got.parent_id == msg.msg_id and got.msg_type not in M.EVENTS:
-                return got
-    raise AssertionError(f"no reply to {msg.msg_type} {msg.msg_id}")
-
-
-def job_done(sock, job_id: str, timeout_s: float = 30.0) -> dict:
-    """The content of the job's `job_done`; other messages are skipped."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if sock.poll(100):
-            got = deserialize(sock.recv_multipart())
-            if got.msg_type == M.DONE and got.content["job_id"] == job_id:
-                return got.content
-    raise AssertionError(f"job {job_id} did not end")
 
 
 def streamed_submit(session: str, seq: int, label: str, value: int = 0, side: int = 4):
