@@ -96,6 +96,7 @@ class Job:
         self._upload: _Upload | None = None  # inline frames still on their way
         self._failed_here = False
         self._cancel_wanted: Pending | None = None  # cancelled before the engine named the job
+        self.cancel_sent = False  # this client asked the engine to cancel the job
         # Results that went missing (dropped by the engine while this client did not read)
         # are asked for again: `received` against the engine's frames_done tells.
         self._counts_results = True
@@ -403,6 +404,8 @@ class EngineClient(Connection):
                 job.state = state
             return state
 
+        if job_id in self.jobs:
+            self.jobs[job_id].cancel_sent = True
         p = self.begin(M.CANCEL, {"job_id": job_id}, timeout=timeout, on_reply=on_reply)
         return p.wait() if wait else p
 
@@ -700,6 +703,11 @@ class _Upload:
     def _appended(self, p: Pending) -> None:
         self.appends.remove(p)
         if p.error is not None and not self.job.final:
+            if p.error.code == "conflict" and self.job.cancel_sent:
+                # This side's cancel crossed these frames on the wire: the engine's answer to
+                # the cancel, and its job_done, say how the job ended; nothing more is sent.
+                self.stop()
+                return
             # Frames were refused (or never arrived): the job cannot complete, so stop it.
             self._fail(p.error.code, p.error.message)
 
