@@ -18,6 +18,7 @@ from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
 from longanim.protocol import messages as M
 from longanim.protocol.wire import make_message, serialize
+from run_helpers import outputs
 
 W, H, N = 160, 90, 160
 
@@ -35,11 +36,6 @@ def reference(root, tmp_path_factory) -> Path:
     assert main(["colorize", str(root / "shot" / "lineart"), "--ref", str(root / "shot" / "color" / "shot.1001.png"),
                  "-o", str(out), "-q", "--checkpoint-every", "0"]) == 0
     return out
-
-
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
 
 
 def _submit(client, root: Path, out: Path, **extra):
@@ -103,7 +99,7 @@ def test_a_1_1_client_sending_no_checkpoint_fields_gets_no_checkpoint(sock, root
     done = job_done(sock, reply.content["job_id"], timeout_s=120.0)
     assert done["state"] == "done" and done["start"]["mode"] == "fresh", done
     assert not list((tmp_path / "out").glob(".*checkpoint*"))
-    assert _outputs(tmp_path / "out") == _outputs(reference)
+    assert outputs(tmp_path / "out") == outputs(reference)
 
 
 def test_engine_killed_mid_shot_then_a_resumed_job_gives_the_uninterrupted_frames(root, reference, tmp_path):
@@ -135,7 +131,7 @@ def test_engine_killed_mid_shot_then_a_resumed_job_gives_the_uninterrupted_frame
     assert job.summary["start"] == job.start
     report = json.loads((out / "report.json").read_text())
     assert report["start"]["mode"] == "resumed" and report["frames"] == list(range(1001, 1001 + N))
-    assert _outputs(out) == _outputs(reference)
+    assert outputs(out) == outputs(reference)
 
 
 def test_cli_through_the_engine_resumes_an_in_process_checkpoint_and_refuses_another_shots(
@@ -155,7 +151,7 @@ def test_cli_through_the_engine_resumes_an_in_process_checkpoint_and_refuses_ano
     said = capsys.readouterr().out
     assert "openjd_status: resumed from the checkpoint after frame 1070: 70 frames were already written" in said
     assert "openjd_progress: 100.0" in said
-    assert _outputs(out) == _outputs(reference)
+    assert outputs(out) == outputs(reference)
 
 
 def _checkpoint_frame(out: Path) -> int:

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from longanim.commands import main
 from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
+from run_helpers import outputs, wait_for_frames
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "farm" / "template.yaml"
 OPENJD = shutil.which("openjd")
@@ -69,13 +69,8 @@ def reference(shots, tmp_path_factory):
     return run
 
 
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
-
-
 def _assert_same(out: Path, ref: Path) -> None:
-    mine, theirs = _outputs(out), _outputs(ref)
+    mine, theirs = outputs(out), outputs(ref)
     assert sorted(mine) == sorted(theirs)
     different = [name for name in mine if mine[name] != theirs[name]]
     assert not different, f"{len(different)} files differ, first {different[:3]}"
@@ -111,20 +106,12 @@ def _longanim_pids(marker: str) -> list[int]:
     return pids
 
 
-def _wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while len(list(folder.glob("shot.*.png"))) < count:
-        assert proc.poll() is None, "the task ended before it was interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the task's process in /proc")
 def test_task_killed_mid_shot_and_run_again_gives_identical_output(shots, reference, tmp_path):
     out = tmp_path / "long"
     job = _job(shots, "killed.json", [_shot("long", str(out))])
     first = subprocess.Popen(_openjd_run(job, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_frames(out, 50, first)
+    wait_for_frames(out, 50, first)
     pids = _longanim_pids(str(out))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)  # a preempted worker: no notice at all
@@ -142,7 +129,7 @@ def test_cancel_notifies_saves_a_checkpoint_and_leaves_no_partial_files(shots, r
     job = _job(shots, "cancel.json", [_shot("long", str(out))])
     # `openjd run` cancels its session on SIGINT the way a farm does: NOTIFY_THEN_TERMINATE.
     run = subprocess.Popen(_openjd_run(job, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_frames(out, 30, run)
+    wait_for_frames(out, 30, run)
     started = time.monotonic()
     run.send_signal(signal.SIGINT)
     log, _ = run.communicate(timeout=60)

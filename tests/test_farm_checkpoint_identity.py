@@ -23,6 +23,7 @@ import pytest
 from longanim.commands import main
 from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
+from run_helpers import outputs
 
 N, W, H = 40, 160, 90
 CHECKPOINT_AT = 1020
@@ -63,16 +64,11 @@ def _redraw(shot: Path, originals: Path, *frames: int) -> None:
         shutil.copyfile(originals / "other" / "lineart" / f"shot.{n}.png", shot / "lineart" / f"shot.{n}.png")
 
 
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
-
-
 def _same_as_one_run(shot: Path, out: Path, tmp_path: Path, *extra: str) -> None:
     """`out` holds what one uninterrupted run over the line art as it is now writes."""
     reference = tmp_path / "reference"
     assert main(_args(shot, reference, "--checkpoint-every", "0", *extra)) == 0
-    mine, theirs = _outputs(out), _outputs(reference)
+    mine, theirs = outputs(out), outputs(reference)
     assert sorted(mine) == sorted(theirs)
     assert [name for name in mine if mine[name] != theirs[name]] == []
 

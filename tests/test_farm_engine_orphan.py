@@ -16,24 +16,17 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import Engine
+from run_helpers import running
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches processes through /proc")
 TEMPLATE = Path(__file__).resolve().parents[1] / "farm" / "template.yaml"
 EXIT_WITHIN_S = 5.0
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
 def _gone_within(pid: int, limit: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < limit:
-        if not _running(pid):
+        if not running(pid):
             return time.monotonic() - started
         time.sleep(0.05)
     return None
@@ -104,13 +97,13 @@ def test_the_session_engine_exits_when_the_worker_agent_is_killed(tmp_path):
         assert said and said[-1].strip() == "onEnter exited 0", "".join(said)
         state = json.loads((session / "longanim-engine.json").read_text())
         engine_pid = state["pid"]
-        assert _running(engine_pid)
+        assert running(engine_pid)
         cmdline = Path(f"/proc/{engine_pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[cmdline.index(b"--exit-with-parent") + 1] == str(agent.pid).encode()
         # its roots are the shot list's folders: the output folder was made for it
         assert str((tmp_path / "out").resolve()).encode() in cmdline and (tmp_path / "out").is_dir()
         time.sleep(1.0)
-        assert _running(engine_pid)  # the agent lives: so does the engine
+        assert running(engine_pid)  # the agent lives: so does the engine
         agent.kill()
         agent.wait()
         took = _gone_within(engine_pid, EXIT_WITHIN_S)
@@ -119,5 +112,5 @@ def test_the_session_engine_exits_when_the_worker_agent_is_killed(tmp_path):
         assert "has exited; stopping" in Path(state["log"]).read_text()
     finally:
         agent.kill()
-        if engine_pid is not None and _running(engine_pid):
+        if engine_pid is not None and running(engine_pid):
             os.kill(engine_pid, signal.SIGKILL)

@@ -16,12 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from longanim.commands import main
 from longanim.engine.evaluation.synthetic import make_shot
+from run_helpers import outputs, running, wait_for_frames
 
 FARM = Path(__file__).resolve().parents[1] / "farm"
 TEMPLATE = FARM / "template.yaml"
@@ -62,20 +62,6 @@ def _in_process(root: Path, name: str, out: Path, *extra: str) -> Path:
     return out
 
 
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an exited engine whose parent has not reaped it is gone too)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def _engines_for(session_marker: str) -> list[int]:
     """`longanim serve` processes whose command line names this session's files."""
     found = []
@@ -86,7 +72,7 @@ def _engines_for(session_marker: str) -> list[int]:
             except OSError:
                 continue
             wanted = b"serve" in cmdline and b"longanim" in cmdline and session_marker.encode() in cmdline
-            if wanted and _running(int(entry.name)):
+            if wanted and running(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -107,22 +93,14 @@ def test_one_engine_serves_every_task_of_the_session_and_is_stopped_at_the_end(s
     assert log.count(f"colorized via {url} (job ") == 3  # each task's frames came from that engine
     assert f"openjd_status: engine pid {pid} shut down" in log
     assert log.index(f"engine pid {pid} shut down") > log.rindex("colorized via")
-    assert not _running(pid)
+    assert not running(pid)
     for name, extra in (("a", ()), ("b", ()), ("a_tail", ("--frames", "1013-1024"))):
         reference = _in_process(shots, name.split("_")[0], tmp_path / "ref" / name, *extra)
-        assert _outputs(out / name) == _outputs(reference), name
-        assert len(_outputs(out / name)) == 2 * (12 if extra else 24)
+        assert outputs(out / name) == outputs(reference), name
+        assert len(outputs(out / name)) == 2 * (12 if extra else 24)
         # the engine read and wrote the files itself (its roots: the shot list's folders) and
         # kept the checkpoint in the output folder, as a task in-process does
         assert (out / name / ".shot.longanim-checkpoint.npz").is_file()
-
-
-def _wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while len(list(folder.glob("shot.*.png"))) < count:
-        assert proc.poll() is None, "the session ended before it was cancelled"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="checks for left-over processes in /proc")
@@ -130,7 +108,7 @@ def test_cancel_stops_the_task_then_the_engine(shots, tmp_path):
     out = tmp_path / "long"
     job = _job(shots, "cancel.json", [_shot(shots, "long", out)])
     run = subprocess.Popen(_openjd_run(job, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_frames(out, 30, run)
+    wait_for_frames(out, 30, run)
     run.send_signal(signal.SIGINT)  # `openjd run` cancels the session as a farm does
     log, _ = run.communicate(timeout=90)
     started = ENGINE_STARTED.findall(log)
@@ -139,7 +117,7 @@ def test_cancel_stops_the_task_then_the_engine(shots, tmp_path):
     assert 'Sending signal "term"' in log and "exited with code: 143" in log
     assert "openjd_status: cancelled after frame" in log
     assert f"openjd_status: engine pid {pid} shut down" in log  # onExit ran after the cancel
-    assert not _running(pid)
+    assert not running(pid)
     written = sorted(out.glob("shot.*.png"))
     assert 30 <= len(written) < 400 and not (out / "report.json").exists()
     assert not [p for p in out.rglob(".*") if "partial" in p.name]
@@ -150,7 +128,7 @@ def test_an_engine_killed_mid_task_fails_the_task_with_a_retryable_exit(shots, t
     out = tmp_path / "long"
     job = _job(shots, "engine-killed.json", [_shot(shots, "long", out)])
     run = subprocess.Popen(_openjd_run(job, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_frames(out, 30, run)
+    wait_for_frames(out, 30, run)
     (pid,) = _engines_for("longanim-engine.token")  # the only session engine running here
     os.kill(pid, signal.SIGKILL)  # out of memory, a driver fault: the engine is gone without a word
     log, _ = run.communicate(timeout=120)
@@ -169,7 +147,7 @@ def test_an_engine_killed_mid_task_fails_the_task_with_a_retryable_exit(shots, t
     assert again.returncode == 0 and "openjd_status: resumed from the checkpoint after frame" in again.stdout, \
         again.stdout[-3000:]
     assert not [p for p in out.rglob(".*") if "partial" in p.name]
-    assert _outputs(out) == _outputs(_in_process(shots, "long", tmp_path / "ref"))
+    assert outputs(out) == outputs(_in_process(shots, "long", tmp_path / "ref"))
 
 
 def _colorize_pids(marker: str) -> list[int]:
@@ -181,7 +159,7 @@ def _colorize_pids(marker: str) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"colorize" in cmdline and marker.encode() in cmdline and _running(int(entry.name)):
+            if b"colorize" in cmdline and marker.encode() in cmdline and running(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -195,7 +173,7 @@ def test_task_killed_mid_shot_under_the_engine_resumes_with_identical_output(sho
     job = _job(shots, "task-killed.json", [_shot(shots, "long", out)])
     first = subprocess.Popen(_openjd_run(job, 1) + ["-p", "CheckpointEvery=10"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    _wait_for_frames(out, 40, first)
+    wait_for_frames(out, 40, first)
     (pid,) = _colorize_pids(str(out))
     os.kill(pid, signal.SIGKILL)  # a preempted task: no notice at all
     log, _ = first.communicate(timeout=120)
@@ -211,7 +189,7 @@ def test_task_killed_mid_shot_under_the_engine_resumes_with_identical_output(sho
     report = json.loads((out / "report.json").read_text())
     assert report["start"]["mode"] == "resumed" and report["start"]["checkpoint_frame"] == int(resumed.group(1))
     reference = _in_process(shots, "long", tmp_path / "ref")
-    assert _outputs(out) == _outputs(reference) and len(_outputs(out)) == 800
+    assert outputs(out) == outputs(reference) and len(outputs(out)) == 800
 
 
 def _session_script() -> str:

@@ -20,6 +20,7 @@ import pytest
 from longanim.commands import main
 from longanim.engine.evaluation.synthetic import make_shot
 from longanimation_fixtures import tiny_weights_dir
+from run_helpers import running
 
 FARM = Path(__file__).resolve().parents[1] / "farm"
 GPU_TEMPLATE = FARM / "longanimation" / "template.yaml"
@@ -27,14 +28,6 @@ CPU_TEMPLATE = FARM / "template.yaml"
 OPENJD = shutil.which("openjd")
 pytestmark = pytest.mark.skipif(OPENJD is None, reason="openjd-cli is not installed (pip install openjd-cli)")
 ENGINE_STARTED = re.compile(r"openjd_status: engine pid (\d+) on (tcp://\S+)")
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited
 
 
 def _load(path: Path) -> dict:
@@ -139,7 +132,7 @@ def test_a_session_on_tiny_weights_on_cpu_colorizes_both_shots_through_one_engin
     pid, url = started
     assert f"--devices cpu --weights-roots {weights}" in log
     assert log.count(f"colorized via {url} (job ") == 2
-    assert f"engine pid {pid} shut down" in log and not _running(int(pid))
+    assert f"engine pid {pid} shut down" in log and not running(int(pid))
     for name in ("a", "b"):
         ref = tmp_path / "ref" / name
         assert main(["colorize", str(shots / name / "lineart"), "--ref", str(shots / name / "color" / "shot.1001.png"),

@@ -18,11 +18,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from longanimation_fixtures import TINY_DGLM, _randomize, tiny_weights_dir  # noqa: E402
-
 from longanim.engine import pipeline  # noqa: E402
 from longanim.engine.backends.base import Cancelled  # noqa: E402
 from longanim.engine.evaluation.synthetic import make_shot  # noqa: E402
+from longanimation_fixtures import TINY_DGLM, _randomize, tiny_weights_dir  # noqa: E402
+from run_helpers import outputs  # noqa: E402
 
 N = 40
 KEYS = (1004, 1030)  # positions 3 and 29: backward 3..0, forward 3..28 (two segments), forward 29..39
@@ -45,18 +45,17 @@ def whole(shot, light, tmp_path_factory) -> Path:
     """One uninterrupted run, checkpoints off: the frames every resumed run must give."""
     out = tmp_path_factory.mktemp("la-ckpt-whole") / "out"
     _run(shot, out, light)
-    assert len(_outputs(out)) == 2 * N and not pipeline.checkpoint_path(out, "shot").exists()
+    assert len(outputs(out)) == 2 * N and not pipeline.checkpoint_path(out, "shot").exists()
     return out
 
 
 @pytest.fixture(scope="module")
 def videoxl_weights(light, tmp_path_factory) -> Path:
     """The tiny weights with a tiny Video-XL instead of the light memory encoder."""
-    from safetensors.torch import save_file
-    from test_longanimation_videoxl import write_tiny_release
-
     from longanim.engine.backends.longanimation import weights as W
     from longanim.engine.backends.longanimation.dglm import DynamicGlobalLocalMemory
+    from safetensors.torch import save_file
+    from test_longanimation_videoxl import write_tiny_release
 
     root = tmp_path_factory.mktemp("la-ckpt-videoxl") / "weights"
     shutil.copytree(light, root)
@@ -72,10 +71,9 @@ def videoxl_weights(light, tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_videoxl(monkeypatch):
     """The tiny Video-XL compresses 4:1; the release's ratio is the module's default."""
-    from test_longanimation_videoxl import TINY_RATIO
-
     from longanim.engine.backends.longanimation import videoxl
     from longanim.engine.backends.longanimation import weights as W
+    from test_longanimation_videoxl import TINY_RATIO
 
     monkeypatch.setattr(W, "videoxl_module", lambda: types.SimpleNamespace(
         check_videoxl=lambda r: videoxl.check_videoxl(r, compression_ratio=TINY_RATIO),
@@ -92,11 +90,6 @@ def _run(shot, out, weights, **kwargs) -> pipeline.ShotReport:
     options.update(kwargs.pop("options", {}))
     return pipeline.colorize_shot(shot / "lineart", _refs(shot), out, backend="longanimation",
                                   backend_options=options, **kwargs)
-
-
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
 
 
 def _spy_saves(monkeypatch) -> list[int]:
@@ -134,10 +127,10 @@ def test_a_cancelled_shot_resumes_byte_identical(shot, light, whole, tmp_path, m
     # States exist only where a segment's frames have all come out: after the backward run
     # (1001-1003), the first forward segment (to 1016) and the second (to 1029).
     assert saved == [f for f in (1003, 1016, 1029) if f <= cut], saved
-    assert _outputs(out) != _outputs(whole)
+    assert outputs(out) != outputs(whole)
     report = _run(shot, out, light, checkpoint_every=1, resume=True)
     assert report.start["mode"] == "resumed" and report.start["checkpoint_frame"] == checkpoint
-    assert _outputs(out) == _outputs(whole)
+    assert outputs(out) == outputs(whole)
 
 
 def test_a_checkpoint_from_other_options_is_refused(shot, light, tmp_path, monkeypatch):
@@ -160,11 +153,14 @@ def test_video_xl_memory_resumes_byte_identical(shot, videoxl_weights, tiny_vide
         assert "state/bank/frames" in z.files and z["state/bank/count"] > 0  # the frame store's squares
     report = _run(shot, out, videoxl_weights, checkpoint_every=1, resume=True)
     assert report.start["checkpoint_frame"] == 1016
-    assert _outputs(out) == _outputs(whole)
+    assert outputs(out) == outputs(whole)
 
 
 def test_bf16_state_travels_as_its_bits():
-    from longanim.engine.backends.longanimation.memory_encoder import pack_tensor, unpack_tensor
+    from longanim.engine.backends.longanimation.memory_encoder import (
+        pack_tensor,
+        unpack_tensor,
+    )
 
     t = torch.randn(3, 5).to(torch.bfloat16)
     bits, name = pack_tensor(t)
@@ -176,9 +172,11 @@ def test_bf16_state_travels_as_its_bits():
 
 
 def test_memory_bank_state_round_trip_serves_the_same_memory():
+    from longanim.engine.backends.longanimation.memory_encoder import (
+        LightMemoryEncoder,
+        MemoryBank,
+    )
     from longanimation_fixtures import TINY_MEMORY_ENCODER
-
-    from longanim.engine.backends.longanimation.memory_encoder import LightMemoryEncoder, MemoryBank
 
     encoder = LightMemoryEncoder(**TINY_MEMORY_ENCODER).eval()
     bank = MemoryBank(encoder, global_frames=3, local_frames=2)
@@ -204,10 +202,10 @@ def test_a_chunk_to_the_shot_end_warms_up_or_resumes_and_equals_the_whole_run(sh
     """A chunk that ends where the shot ends: without a checkpoint its frames before A are run
     and not written; with one (here, of a cancelled whole-shot run) it goes on from it."""
     chunk = {f"shot.{n}.png" for n in range(1018, 1041)} | {f"confidence/shot.{n}.png" for n in range(1018, 1041)}
-    expected = {k: v for k, v in _outputs(whole).items() if k in chunk}
+    expected = {k: v for k, v in outputs(whole).items() if k in chunk}
     cold = tmp_path / "cold"
     report = _run(shot, cold, light, frames=(1018, 1040))
-    assert report.start["mode"] == "warm-up" and _outputs(cold) == expected
+    assert report.start["mode"] == "warm-up" and outputs(cold) == expected
     out = tmp_path / "out"
     with pytest.raises(Cancelled):
         _run(shot, out, light, checkpoint_every=1, cancelled=_cancel_after(1008, monkeypatch))
@@ -215,20 +213,20 @@ def test_a_chunk_to_the_shot_end_warms_up_or_resumes_and_equals_the_whole_run(sh
         stale.unlink()  # a chunk folder of its own would hold only its frames
     report = _run(shot, out, light, frames=(1018, 1040), checkpoint_every=1)
     assert report.start["mode"] == "resumed" and report.start["checkpoint_frame"] == 1003
-    assert _outputs(out) == expected
+    assert outputs(out) == expected
 
 
 def test_chunks_that_stop_before_the_shot_end_equal_the_whole_run(shot, light, whole, tmp_path):
     """A segment reads the frames after it and segments are planned from the shot's end: a
     chunk is fed the frames through the shot's end (writing only its own), so it equals the
     whole run, and the next chunk goes on from its checkpoint."""
-    expected = _outputs(whole)
+    expected = outputs(whole)
     out = tmp_path / "out"
     first = _run(shot, out, light, frames=(1010, 1025), checkpoint_every=1)
     assert first.start["mode"] == "warm-up" and first.frames == list(range(1010, 1026))
     second = _run(shot, out, light, frames=(1026, 1040), checkpoint_every=1)
     assert second.start["mode"] == "resumed" and second.start["checkpoint_frame"] <= 1025
-    got = _outputs(out)
+    got = outputs(out)
     assert set(got) == {k for k in expected if int(k.split(".")[-2]) >= 1010}
     assert all(got[k] == expected[k] for k in got), [k for k in got if got[k] != expected[k]]
 
@@ -253,4 +251,4 @@ def test_a_cancel_inside_a_segment_stops_there_and_keeps_the_last_checkpoint(sho
     assert saved == [1003, 1016]
     assert sorted(p.name for p in out.glob("shot.*.png")) == [f"shot.{n}.png" for n in range(1001, 1017)]
     report = _run(shot, out, light, checkpoint_every=1, resume=True)
-    assert report.start["checkpoint_frame"] == 1016 and _outputs(out) == _outputs(whole)
+    assert report.start["checkpoint_frame"] == 1016 and outputs(out) == outputs(whole)

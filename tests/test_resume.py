@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from longanim.commands import main
 from longanim.engine import pipeline
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.evaluation.synthetic import make_shot
+from run_helpers import outputs
 
 N = 220  # frames 1001-1220: the chunk 1100-1200 of the README's example fits
 W, H = 160, 90
@@ -50,14 +49,8 @@ def full(shot, tmp_path_factory) -> Path:
     return out
 
 
-def _outputs(folder: Path) -> dict[str, bytes]:
-    """Every frame and confidence file (report.json holds timings, and hidden files are not output)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "report.json"}
-
-
 def _same_frames(out: Path, full: Path, frames) -> None:
-    mine, theirs = _outputs(out), _outputs(full)
+    mine, theirs = outputs(out), outputs(full)
     names = [f"shot.{n}.png" for n in frames] + [f"confidence/shot.{n}.png" for n in frames]
     assert sorted(mine) == sorted(names)
     different = [name for name in names if mine[name] != theirs[name]]
@@ -134,7 +127,7 @@ def test_a_cold_chunk_would_differ(shot, full):
     seq = make_shot(N, W, H, seed=5)
     keys = [Keyframe(n, seq.color(n - 1001), seq.lineart(n - 1001)) for n in KEYS]
     cold = create_backend("paint").colorize(((n, seq.lineart(n - 1001)) for n in range(1100, 1201)), keys)
-    theirs = _outputs(full)
+    theirs = outputs(full)
     from longanim.engine.sequences.image_files import read_image
 
     differ = sum(not np.array_equal(f.rgb, read_image(full / f"shot.{f.number}.png").pixels[..., :3]) for f in cold)
@@ -244,4 +237,4 @@ def test_a_backend_that_stops_only_at_segment_ends_is_checkpointed_there_and_res
     report = pipeline.colorize_shot(shot / "lineart", refs, out, backend=_Segments(), frames=(1001, 1030),
                                     checkpoint_every=3, resume=True)
     assert report.start["mode"] == "resumed" and report.start["checkpoint_frame"] == 1012
-    assert _outputs(out) == _outputs(whole)
+    assert outputs(out) == outputs(whole)
