@@ -204,21 +204,56 @@ def colorize_shot(
                                                                     cancelled=cancelled))
         if cancelled is not None and cancelled():
             raise Cancelled("cancelled before the first frame")
+
+        def land(finished) -> None:
+            """Frames whose files are whole: reported, and the checkpoints waiting for them saved."""
+            for done_result, path in finished:
+                _finished(report, done_result, path, on_frame, progress, started, total)
+                saver.written(done_result.number, report.review_fraction[done_result.number])
+
         with _OrderedWrites() as writes:
             try:
-                _write_results(results, shot, first_written, writes, writer, confidence_writer, alphas, saver,
-                               report, on_frame, progress, cancelled, started, total, plan)
+                # Warm-up frames run through the memory; the range's frames are written, checkpoints
+                # saved as their frames land. A backend that looks ahead may give more than the
+                # range: the loop stops at its last frame.
+                warmed = 0
+                for result, snapshot in results:
+                    n = result.number
+                    last = n == shot.frames[-1]
+                    if n < first_written:  # warm-up: the memory goes through it, nothing is written
+                        alphas.pop(n, None)
+                        warmed += 1
+                        if progress is not None:
+                            progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
+                        saver.frame_done(n, snapshot, None)
+                    else:
+                        film = alphas.pop(n, None)
+
+                        def write(result=result, film=film) -> Path:
+                            confidence = result.confidence8
+                            if confidence is None:
+                                confidence = _confidence_image(result.confidence)
+                            confidence_writer.write(result.number, confidence)
+                            return writer.write_display(result.number, *with_coverage(result.rgb, film))
+
+                        saver.frame_computed(n, snapshot, last)
+                        land(writes.submit(result, write))
+                    if cancelled is not None and cancelled() and not last:
+                        # Whatever is in flight is finished (every file is whole), the state after the
+                        # last frame is saved, and then the run stops.
+                        saver.cancel_at(n, snapshot)
+                        land(writes.drain())
+                        saver.flush()
+                        raise Cancelled(f"cancelled after frame {n}" + (" (checkpoint saved)" if saver.saved else ""))
+                    if last:
+                        break
             except Cancelled:
                 # Cancelled inside a frame: whatever is in flight is finished (every file is whole)
                 # and the states saved so far stay; the frame being computed is dropped.
-                for done_result, path in writes.drain():
-                    _finished(report, done_result, path, on_frame, progress, started, total)
-                    saver.written(done_result.number, report.review_fraction[done_result.number])
+                land(writes.drain())
                 saver.flush()
                 raise
-            for done_result, path in writes.drain():
-                _finished(report, done_result, path, on_frame, progress, started, total)
-                saver.written(done_result.number, report.review_fraction[done_result.number])
+            land(writes.drain())
         saver.flush()
         if report.frames != shot.frames:
             raise RuntimeError(f"backend {engine.name} returned frames {report.frames[:5]}... "
@@ -231,49 +266,6 @@ def colorize_shot(
             run_seq.close()
         shot.close()
         whole.close()
-
-
-def _write_results(results, shot, first_written, writes, writer, confidence_writer, alphas, saver, report,
-                   on_frame, progress, cancelled, started, total, plan) -> None:
-    """The backend's frames, in order: warm-up frames run through the memory, the range's frames
-    written (on `writes`' threads), checkpoints saved as their frames land; a cancel between
-    frames finishes what is in flight and saves the state after the last frame. Stops at the
-    range's last frame: a backend that looks ahead may have been given more."""
-    warmed = 0
-    for result, snapshot in results:
-        n = result.number
-        last = n == shot.frames[-1]
-        if n < first_written:  # warm-up: the memory goes through it, nothing is written
-            alphas.pop(n, None)
-            warmed += 1
-            if progress is not None:
-                progress({"stage": "warm-up", "frame": n, "done": warmed, "total": plan.warm_up})
-            saver.frame_done(n, snapshot, None)
-        else:
-            film = alphas.pop(n, None)
-
-            def write(result=result, film=film) -> Path:
-                confidence = result.confidence8
-                if confidence is None:
-                    confidence = _confidence_image(result.confidence)
-                confidence_writer.write(result.number, confidence)
-                return writer.write_display(result.number, *with_coverage(result.rgb, film))
-
-            saver.frame_computed(n, snapshot, last)
-            for done_result, path in writes.submit(result, write):
-                _finished(report, done_result, path, on_frame, progress, started, total)
-                saver.written(done_result.number, report.review_fraction[done_result.number])
-        if cancelled is not None and cancelled() and not last:
-            # Whatever is in flight is finished (every file is whole), the state after the
-            # last frame is saved, and then the run stops.
-            saver.cancel_at(n, snapshot)
-            for done_result, path in writes.drain():
-                _finished(report, done_result, path, on_frame, progress, started, total)
-                saver.written(done_result.number, report.review_fraction[done_result.number])
-            saver.flush()
-            raise Cancelled(f"cancelled after frame {n}" + (" (checkpoint saved)" if saver.saved else ""))
-        if last:
-            break
 
 
 CHECKPOINT_FORMAT = "longanim-checkpoint"
