@@ -221,26 +221,24 @@ def bench_checkpoints(work: Path, size: tuple[int, int], frames: int, repeats: i
 
 def _save_seconds(checkpoint: Path, shot: Path, every: int, repeats: int) -> float:
     """Median seconds of one save, timed directly: the state a real run saved, written again by
-    the pipeline's own `save_checkpoint` (plus, where the pipeline records the line-art files it
-    was made from, `lineart_records` for `every` new frames). Far steadier than the fps difference
-    on a busy machine."""
+    the pipeline's own `save_checkpoint`, plus `lineart_records` for `every` new frames (a save
+    records the line-art files it was made from). Far steadier than the fps difference on a busy
+    machine."""
     import numpy as np
-    from longanim.engine import pipeline
+    from longanim.engine.pipeline import checkpoints
     from longanim.engine.sequences.reader import open_sequence
 
     with np.load(checkpoint, allow_pickle=False) as z:
         header = json.loads(z["header"].tobytes().decode())
         state = {name[len("state/"):]: z[name] for name in z.files if name.startswith("state/")}
     done = {int(k): v for k, v in header["done"].items()}
-    records = getattr(pipeline, "lineart_records", None)
     times = []
     with open_sequence(shot / "lineart") as whole, tempfile.TemporaryDirectory() as tmp:
         first = whole.frames[0]
         for r in range(max(repeats, 3) * 3):
             t0 = time.perf_counter()
-            if records is not None:  # a fresh record of `every` frames, as one save takes them
-                records(whole, first + every - 1)
-            pipeline.save_checkpoint(Path(tmp) / "c.npz", header["identity"], header["frame"], done, state)
+            checkpoints.lineart_records(whole, first + every - 1)  # a fresh record, as one save takes it
+            checkpoints.save_checkpoint(Path(tmp) / "c.npz", header["identity"], header["frame"], done, state)
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -304,9 +302,8 @@ def render(args, start_rows, cost_rows, per_save, started: str, load: str) -> st
                      f"| {direct} | {target} | {verdict} |")
     if per_save is not None:
         lines += ["", f"One save timed directly: {per_save * 1e3:.1f} ms (median; the state a real run saved, "
-                  "written again by `pipeline.save_checkpoint`"
-                  + (", plus `pipeline.lineart_records` of the frames a save adds" if _records_in_pipeline() else "")
-                  + "); cost (timed saves) = saves x that / the run's seconds without checkpoints."]
+                  "written again by `checkpoints.save_checkpoint`, plus `checkpoints.lineart_records` of the "
+                  "frames a save adds); cost (timed saves) = saves x that / the run's seconds without checkpoints."]
     lines += ["", f"Spread of the runs without checkpoints: {noise:.0%} of their median. "
               + ("It is below the target, so the verdict takes the larger of the two costs."
                  if fps_resolves else
@@ -314,12 +311,6 @@ def render(args, start_rows, cost_rows, per_save, started: str, load: str) -> st
                  "cannot resolve the cost and the verdict takes the timed saves; rerun on an idle machine to "
                  "settle it by fps.")]
     return "\n".join(lines) + "\n"
-
-
-def _records_in_pipeline() -> bool:
-    from longanim.engine import pipeline
-
-    return hasattr(pipeline, "lineart_records")
 
 
 def main(argv=None) -> int:

@@ -1,14 +1,18 @@
 """`paint` against naive frame-to-frame propagation on the second generator's cases.
 
     python bench/bench_paint_cases.py                       # the run recorded in bench/results/paint_cases.md
-    python bench/bench_paint_cases.py --quick --out /tmp/c.md    # smoke run: two tiny cases
+    python bench/bench_paint_cases.py --quick --out /tmp/c.md    # smoke run: four tiny cases
     python bench/bench_paint_cases.py --cases pinwheel,zoom --seeds 2
 
 The cases (engine/evaluation/synthetic_cases.py) were drawn by a generator `paint` was not
 built around: other body plans, rotation, zoom, gaps, many small regions, characters seen
-only in a later keyframe. Beside `paint` runs `NaivePropagation` (engine/evaluation/naive.py):
-each region takes the color of the region it overlaps most in the frame before, no memory.
-Paint must never be below it (issue 19).
+only in a later keyframe, colored shadow and highlight lines, line art on transparent film.
+Beside `paint` runs `NaivePropagation` (engine/evaluation/naive.py): each region takes the
+color of the region it overlaps most in the frame before, no memory. Paint must never be
+below it (issue 19). Both get what the pipeline would give them: film composited over white,
+keyframes with their alpha; both outputs are scored as the pipeline would write them. Naive
+has no alpha of its own, so on film it is given paint's rule (`CarriedOpacity`): a region is
+opaque when the keyframe region its color came from was, carried by the same overlaps.
 
 Seeds: `--tune-seeds` are the ones the colorizer's rules were looked at and adjusted on;
 the table reports `--seeds`, held out from that. Per case: characters' (and props') pixel
@@ -48,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     from longanim.engine.evaluation.synthetic_cases import CASES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="two cases, tiny frames: checks the script runs")
+    p.add_argument("--quick", action="store_true", help="four cases, tiny frames: checks the script runs")
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated cases (default all)")
     p.add_argument("--seeds", default=HELD_OUT_SEEDS, help=f"seeds reported (default {HELD_OUT_SEEDS}, held out)")
     p.add_argument("--tune-seeds", default=TUNE_SEEDS, help=f"seeds the rules were tuned on, for the record "
@@ -60,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                "(line art, truth, paint, naive, paint's confidence)")
     args = p.parse_args(argv)
     if args.quick:
-        args.cases, args.seeds, args.size, args.frames = "pinwheel,keyframes", "2", "160x90", 12
+        args.cases, args.seeds, args.size, args.frames = "pinwheel,keyframes,shading,film", "2", "160x90", 12
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(args.cases) - set(CASES))
     if unknown:
@@ -87,7 +91,7 @@ def run(args) -> list[dict]:
             # Every frame's output is kept (about 1 MB a frame at 480x270) for the review figures.
             paint = score_run(shot, PaintBackend(), frames, review_threshold=REVIEW_THRESHOLD,
                               review_fraction=REVIEW_FRACTION, keep=range(shot.num_frames))
-            naive = score_run(shot, NaivePropagation(), frames, keep=picks)
+            naive = score_run(shot, CarriedOpacity(NaivePropagation), frames, keep=picks)
             if args.sheets:
                 write_sheet(args.sheets / f"{case}_seed{seed}.png", frames, paint, naive, picks)
             review = review_figures(frames, paint, REVIEW_THRESHOLD, REVIEW_FRACTION)
@@ -98,20 +102,46 @@ def run(args) -> list[dict]:
     return rows
 
 
+class CarriedOpacity:
+    """A colorizer with no notion of alpha, given paint's alpha rule on film: a second run of it
+    on keyframes whose colors are their opacity (white where opaque, black on film) carries
+    each region's opacity by the same decisions that carry its color; that run's fills are
+    the output's fourth channel. Off film it is the colorizer as it is."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+        self.name = getattr(make, "name", "colorizer")
+
+    def colorize(self, frames, keyframes, **kwargs):
+        import itertools
+
+        import numpy as np
+        from longanim.engine.backends.base import ColoredFrame, Keyframe
+
+        if all(k.alpha is None for k in keyframes):
+            yield from self.make().colorize(frames, keyframes, **kwargs)
+            return
+        opacity = [Keyframe(k.number, np.repeat(np.where(k.alpha >= 128, 255, 0).astype(np.uint8)[..., None], 3, axis=2),
+                            k.lineart) for k in keyframes]
+        colors, alphas = itertools.tee(frames)
+        for c, a in zip(self.make().colorize(colors, keyframes, **kwargs),
+                        self.make().colorize(alphas, opacity, **kwargs)):
+            yield ColoredFrame(c.number, np.dstack([np.asarray(c.rgb)[..., :3], np.asarray(a.rgb)[..., 0]]),
+                               c.confidence, c.info)
+
+
 def review_figures(frames, score, threshold: float, fraction: float) -> dict:
     """Per shot: frames, clean frames, clean frames flagged, and the fewest frames holding 90%
-    of the wrong pixels (counted as `score_run` counts them)."""
-    import cv2
+    of the wrong pixels (judged and counted as `score_run` does)."""
     import numpy as np
-    from longanim.engine.evaluation.synthetic_cases import RIGHT_LEVELS
+    from longanim.engine.evaluation.synthetic_cases import counted_pixels, judge
 
-    square = np.ones((3, 3), np.uint8)
     clean = clean_flagged = 0
     wrong = []
-    for i, (rgb, confidence) in sorted(score.kept.items()):
+    for i, (out, confidence) in sorted(score.kept.items()):
         f = frames[i]
-        counted = cv2.dilate(f.line.astype(np.uint8), square) == 0
-        bad = int(((cv2.absdiff(np.ascontiguousarray(rgb), f.color).max(axis=2) > RIGHT_LEVELS) & counted).sum())
+        counted = counted_pixels(f)
+        bad = int((~judge(f, out) & counted).sum())
         wrong.append(bad)
         if bad <= CLEAN_WRONG * int(counted.sum()):
             clean += 1
@@ -132,11 +162,24 @@ def write_sheet(path: Path, frames, paint, naive, picks) -> None:
     def confidence(i):
         return np.repeat((np.asarray(paint.kept[i][1]) * 255).astype(np.uint8)[..., None], 3, axis=2)
 
-    rows = [("line art", lambda i: frames[i].lineart), ("truth", lambda i: frames[i].color),
-            ("paint", lambda i: paint.kept[i][0]), ("naive", lambda i: naive.kept[i][0]),
+    rows = [("line art", lambda i: shown(frames[i].lineart)), ("truth", lambda i: shown(frames[i].color)),
+            ("paint", lambda i: shown(paint.kept[i][0])), ("naive", lambda i: shown(naive.kept[i][0])),
             ("paint conf.", confidence)]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_contact_sheet(path, contact_sheet(rows, picks))
+
+
+def shown(image):
+    """RGB to look at: film (RGBA) over a grey checkerboard, so what is clear shows as clear."""
+    import numpy as np
+
+    if image.shape[2] == 3:
+        return image
+    h, w = image.shape[:2]
+    rows, cols = np.indices((h, w))
+    board = np.where((rows // 8 + cols // 8) % 2 == 0, 200.0, 150.0)[..., None]
+    a = image[..., 3:] / 255.0
+    return np.round(image[..., :3] * a + board * (1.0 - a)).astype(np.uint8)
 
 
 def pct(v: float, digits: int = 1) -> str:
@@ -179,6 +222,21 @@ def summary(rows: list[dict]) -> str:
     clean = sum(x["clean"] for x in v)
     clean_flagged = sum(x["clean_flagged"] for x in v) / clean if clean else float("nan")
     least = sum(x["least"] for x in v) / max(sum(x["frames"] for x in v), 1)
+    extra = []
+    shaded = [r for r in rows if r["paint"].vivid_counted]
+    if shaded:
+        def vivid(key):
+            return sum(r[key].vivid_right for r in shaded) / max(sum(r[key].vivid_counted for r in shaded), 1)
+        extra.append(f"- colored lines ({', '.join(sorted({r['case'] for r in shaded}))}): their pixels showing "
+                     f"the fill beside them: paint {pct(vivid('paint'), 2)}, naive {pct(vivid('naive'), 2)}")
+    film = [r for r in rows if r["paint"].line_alpha_counted]
+    if film:
+        def line_alpha(key):
+            return (sum(r[key].line_alpha_right for r in film)
+                    / max(sum(r[key].line_alpha_counted for r in film), 1))
+        extra.append(f"- transparent film ({', '.join(sorted({r['case'] for r in film}))}): the lines' pixels "
+                     f"with the truth's alpha (not otherwise counted): paint {pct(line_alpha('paint'), 2)}, "
+                     f"naive {pct(line_alpha('naive'), 2)}")
     return "\n".join([
         f"- characters' pixels over every shot: paint {pct(fig, 2)}, naive {pct(fig_n, 2)}; all pixels: paint {pct(every, 2)}",
         f"- shots below naive: {len(below)} of {len(rows)} ({', '.join(below) or 'none'})",
@@ -187,6 +245,7 @@ def summary(rows: list[dict]) -> str:
          f"(at most {CLEAN_WRONG:.1%} of pixels wrong; target <= {TARGET_FLAGGED:.0%}); wrong pixels on flagged "
          f"frames {pct(held)} (target >= {TARGET_HELD:.0%}); wrong pixels under the mask itself {pct(masked)}; "
          f"the fewest frames that could hold {TARGET_HELD:.0%} of each shot's wrong pixels: {pct(least)} of all"),
+        *extra,
     ])
 
 
@@ -205,8 +264,11 @@ def main(argv=None) -> int:
         "",
         (f"Shots: {args.width}x{args.height}, {args.frames} frames, cases {', '.join(args.cases)}; seeds reported "
          f"{', '.join(map(str, args.seeds))}; rules tuned on seeds {args.tune_seeds} (not reported here). "
-         "A pixel is right when every channel is within 6 levels of the truth; pixels within 1 px of a line are "
-         "not counted. 'chars' = the characters' and props' pixels. Paint with default options."),
+         "A pixel is right when every channel is within 6 levels of the truth; pixels within 1 px of ink are "
+         "not counted. Colored lines (shading) are counted: a pixel of one is right when it shows the fill of its "
+         "region or, a pixel off where the two meet, of the region beside it. On film (RGBA) a pixel is right when "
+         "its alpha is within 6 levels of the truth's and, where the truth is opaque, its color too; naive is "
+         "given paint's alpha rule there. 'chars' = the characters' and props' pixels. Paint with default options."),
         "",
         summary(rows),
         "",

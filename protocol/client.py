@@ -1,6 +1,6 @@
 """Client of the longanim engine: the job API over a `Connection` (pyzmq + msgpack only;
 numpy is imported when pixels are sent or received), so it runs inside Blender's and
-Nuke's Python.
+Nuke's Python. A job's inline frames travel through an `Upload` (upload.py).
 
 Blocking use (scripts, the farm CLI); every call has a deadline::
 
@@ -34,7 +34,6 @@ stopped polling for longer than the engine's stall timeout.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -49,19 +48,12 @@ from longanim.protocol.connection import (
     Pending,
     default_token_path,
 )
+from longanim.protocol.upload import CHUNK_BYTES, HEADER_ROOM, Upload
 from longanim.protocol.wire import PROTOCOL_VERSION, Message, WireError, compatible
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_URL", "CurveKeys", "EngineClient", "EngineError", "EngineTimeout", "Job",
            "Pending", "Result", "default_token_path"]
 
-CHUNK_BYTES = 16 * 1024 * 1024  # inline frames per message; more go in append requests
-APPEND_WINDOW = 4  # append requests in flight while results stream back (64 MiB with CHUNK_BYTES)
-# Of the engine's max_message_bytes, this much is left for the maps (header, content with
-# one small descriptor per frame); a message carries at most MAX_FRAMES_PER_MESSAGE frames.
-HEADER_ROOM = 64 * 1024
-MAX_FRAMES_PER_MESSAGE = 512
-READ_AHEAD_BYTES = 64 * 1024 * 1024  # frames read on the worker thread, waiting to be sent
-FLUSH_S = 0.5  # frames come slower than this (rendered one by one): send what is read
 SILENT_JOB_S = 3.0  # a live job unheard of this long gets a status probe (was its job_done dropped?)
 
 
@@ -93,7 +85,7 @@ class Job:
         self.received: set[int] = set()
         self.results_queue: collections.deque[Result] = collections.deque()
         self.events_seen = 0
-        self._upload: _Upload | None = None  # inline frames still on their way
+        self._upload: Upload | None = None  # inline frames still on their way
         self._failed_here = False
         self._cancel_wanted: Pending | None = None  # cancelled before the engine named the job
         self.cancel_sent = False  # this client asked the engine to cancel the job
@@ -101,6 +93,8 @@ class Job:
         # are asked for again: `received` against the engine's frames_done tells.
         self._counts_results = True
         self._gap_ok = 0  # results missing that a resend could not bring back
+        self._lost: list[int] = []  # their frame numbers, as the engine named them
+        self._file_results = False  # a result named a file (a path job reattached by id)
         self._resync: Pending | None = None
         self._resync_replied = False
         self._probe: Pending | None = None
@@ -130,6 +124,7 @@ class Job:
             except M.ProtocolError:
                 return  # a damaged result must not take the host application down
             self.received.add(number)
+            self._file_results = self._file_results or result.path is not None
             self.results_queue.append(result)
         elif msg.msg_type in (M.PROGRESS, M.DONE):
             if self._failed_here or self._held_back(msg):
@@ -141,6 +136,31 @@ class Job:
                 self.start = c["start"]
             if msg.msg_type == M.DONE:
                 self.summary = c
+                if self.state == "done" and self._missing(c) > 0 and not self._writes_files():
+                    self._fail_here("results_lost", self._lost_message(c))
+
+    def _note_lost(self, lost: Any) -> None:
+        """The frames a reattach's reply says the engine could not keep (`results_lost`; an
+        older engine says nothing, and then only their count is known)."""
+        if isinstance(lost, list):
+            self._lost = sorted(set(self._lost).union(n for n in lost if isinstance(n, int) and not isinstance(n, bool)))
+
+    def _writes_files(self) -> bool:
+        """A path-output job's results are files the engine wrote: one whose event was lost
+        is still on disk, so only inline results can be missing for good."""
+        content = self.submit_msg.content if self.submit_msg is not None else {}
+        output = content.get("output") if isinstance(content, dict) else None
+        return (isinstance(output, dict) and output.get("kind") == "path") or self._file_results
+
+    def _lost_message(self, content: dict) -> str:
+        """The job ran to its end, but results dropped while this client did not read (or was
+        disconnected) could not be sent again: it is not done here, and the message says
+        which frames to submit again."""
+        missing = self._missing(content)
+        named = [n for n in self._lost if n not in self.received]
+        which = f": frames {_ranges(named)}" if named else ""
+        return (f"{missing} of {content.get('frames_done')} results never arrived{which} (dropped while this "
+                "client did not read, and neither cached nor kept for it by the engine); submit them again")
 
     def _notice_gap(self, content: dict) -> None:
         """The engine numbers a job's events (`event_seq`); a jump, or its word that events
@@ -245,7 +265,7 @@ class EngineClient(Connection):
         self.engine_info: dict = {}
         self.max_message_bytes: int | None = None  # the engine's, from hello or capabilities
         self._limits: Pending | None = None  # a hello asked for them
-        self._uploads: list[_Upload] = []
+        self._uploads: list[Upload] = []
         self._early: dict[str, list[Message]] = {}
         # Events for poll(); bounded, since blocking users read results from their Job instead.
         self._undelivered: collections.deque[Message] = collections.deque(maxlen=10_000)
@@ -310,6 +330,7 @@ class EngineClient(Connection):
     def _after_resync(self, job: Job, p: Pending) -> None:
         if p.error is None:
             job._resync_replied = True
+            job._note_lost(p.value.content.get("results_lost") if isinstance(p.value, Message) else None)
             return
         job._resync = None
         if p.error.code not in ("timeout", "closed") and not job.final:
@@ -460,6 +481,7 @@ class EngineClient(Connection):
         resending = reply.content.get("resending") or 0
         job._counts_results = resend
         job._gap_ok = max(0, (job.frames_done or 0) - resending) if resend else 0
+        job._note_lost(reply.content.get("results_lost"))
         seq = summary.get("event_seq")
         if isinstance(seq, int) and not isinstance(seq, bool):  # events up to here are what resend covers
             job._event_seq = max(job._event_seq, seq)
@@ -512,7 +534,7 @@ class EngineClient(Connection):
             "label": label,
         }
         job = Job(self, None, None)
-        job._upload = _Upload(self, job, frames, content, kf_bufs, chunk_bytes, max_ahead,
+        job._upload = Upload(self, job, frames, content, kf_bufs, chunk_bytes, max_ahead,
                               self.timeout if timeout is None else timeout)
         self._uploads.append(job._upload)
         if wait:
@@ -626,205 +648,13 @@ class EngineClient(Connection):
             job._on_event(msg)
 
 
-class _Upload:
-    """A job's inline frames on their way: read on a worker thread, cut into messages that
-    fit the engine's max_message_bytes, sent as the submit and then as appends (a few in
-    flight, at most `max_ahead` frames ahead of the results). `advance` moves it on from
-    poll() and never waits."""
-
-    def __init__(self, client: EngineClient, job: Job, frames: Iterable, content: dict, kf_bufs: list,
-                 chunk_bytes: int, max_ahead: int | None, timeout: float):
-        self.client, self.job = client, job
-        self.content, self.kf_bufs = content, kf_bufs
-        self.kf_bytes = sum(memoryview(b).nbytes for b in kf_bufs)
-        self.chunk_bytes = max(1, int(chunk_bytes))
-        self.max_ahead = max_ahead
-        self.timeout = timeout
-        self.reader = _FrameReader(frames, min(self.chunk_bytes, READ_AHEAD_BYTES), max_ahead)
-        self.chunk: list = []
-        self.chunk_size = 0
-        self.sent = 0  # frames in messages so far
-        self.submit: Pending | None = None
-        self.appends: list[Pending] = []
-        self.closed = False  # the message with more: false is sent
-
-    def stop(self) -> None:
-        self.reader.stop()
-
-    def advance(self) -> bool:
-        """Send what is ready; False once nothing is left to do (then the reader is stopped)."""
-        job = self.job
-        if not job.final and self.reader.error is not None:
-            self._fail("input_error", self.reader.error)
-        if job.final or self.closed:
-            self.stop()
-            return False
-        limit = self.client._message_limit(self.timeout)
-        if limit is None:
-            return True  # waiting for the engine's limits
-        if self.submit is None:
-            self._send_submit(limit)
-        elif job.id is not None:
-            while not self.closed and not job.final and len(self.appends) < APPEND_WINDOW:
-                chunk = self._next_chunk(limit)
-                if chunk is None:
-                    break
-                self._send_append(*chunk)
-        if job.final or self.closed:
-            self.stop()
-            return False
-        return True
-
-    def _send_submit(self, limit: int) -> None:
-        if self.kf_bytes > limit:
-            self._fail("too_large", f"the keyframes are {self.kf_bytes} bytes, more than the "
-                       f"{self.client.max_message_bytes} bytes the engine at {self.client.url} accepts in one "
-                       "message (max_message_bytes); send smaller keyframes or raise `longanim serve --max-message-mb`")
-            return
-        chunk = self._next_chunk(limit - self.kf_bytes)
-        if chunk is None:
-            return
-        frames, last = chunk
-        bufs = list(self.kf_bufs)
-        content = {**self.content, "input": {"kind": "inline", "frames": _describe(frames, bufs), "more": not last}}
-        self.submit = self.client._send_submit(self.job, content, bufs, self.timeout)
-        self.sent += len(frames)
-        self.closed = last
-
-    def _send_append(self, frames: list, last: bool) -> None:
-        bufs: list = []
-        content = {"job_id": self.job.id, "frames": _describe(frames, bufs), "more": not last}
-        p = self.client.begin(M.APPEND, content, bufs, timeout=self.timeout)
-        self.appends.append(p)
-        p.add_done_callback(self._appended)
-        self.sent += len(frames)
-        self.closed = last
-
-    def _appended(self, p: Pending) -> None:
-        self.appends.remove(p)
-        if p.error is not None and not self.job.final:
-            if p.error.code == "conflict" and self.job.cancel_sent:
-                # This side's cancel crossed these frames on the wire: the engine's answer to
-                # the cancel, and its job_done, say how the job ended; nothing more is sent.
-                self.stop()
-                return
-            # Frames were refused (or never arrived): the job cannot complete, so stop it.
-            self._fail(p.error.code, p.error.message)
-
-    def _fail(self, code: str, message: str) -> None:
-        self.job._fail_here(code, message)
-        self.stop()
-        if self.job.id is not None:
-            self.client.cancel(self.job.id, wait=False)
-
-    def _next_chunk(self, limit: int) -> tuple[list, bool] | None:
-        """The next message's frames and whether they are the last, once the message is
-        full, the input has ended, or frames come slowly; None while there is nothing to send.
-        `limit` is the message's room for frames: a submit whose keyframes leave too little
-        for the first frame goes without frames."""
-        while True:
-            head, ended = self.reader.peek()
-            if head is None:
-                if ended or (self.chunk and time.monotonic() - self.reader.last_put > FLUSH_S):
-                    return self._take(), ended
-                return None
-            number, array = head
-            largest = self.client.max_message_bytes - HEADER_ROOM
-            if array.nbytes > largest:
-                self._fail("too_large", f"frame {number} is {array.nbytes} bytes ({'x'.join(map(str, array.shape))} "
-                           f"{array.dtype}), more than the {self.client.max_message_bytes} bytes the engine at "
-                           f"{self.client.url} accepts in one message (max_message_bytes, less {HEADER_ROOM} for "
-                           "the header); send smaller frames or raise `longanim serve --max-message-mb`")
-                return None
-            size = self.chunk_size + array.nbytes
-            if size > limit or (self.chunk and (size > self.chunk_bytes or len(self.chunk) >= MAX_FRAMES_PER_MESSAGE)):
-                return self._take(), False
-            # Results not yet taken (results(), poll()) still count: a slow reader slows the input.
-            ahead = self.sent + len(self.chunk) - len(self.job.received) + len(self.job.results_queue)
-            if self.max_ahead is not None and ahead >= self.max_ahead:
-                return (self._take(), False) if self.chunk else None
-            self.reader.pop()
-            self.chunk.append(head)
-            self.chunk_size += array.nbytes
-
-    def _take(self) -> list:
-        chunk, self.chunk, self.chunk_size = self.chunk, [], 0
-        return chunk
-
-
-def _describe(frames: list, bufs: list) -> list[dict]:
-    return [{"number": n, "array": M.array_desc(a, bufs)} for n, a in frames]
-
-
-class _FrameReader:
-    """Takes the caller's (number, array) pairs on a thread of its own, so a lazy iterator
-    that decodes files never runs inside poll(); at most `budget` bytes and `max_frames`
-    frames wait ready (one frame at least), so memory stays bounded however long the shot."""
-
-    def __init__(self, frames: Iterable, budget: int, max_frames: int | None = None):
-        self._frames = frames
-        self._budget = max(1, budget)
-        self._max_frames = max_frames
-        self._ready: collections.deque = collections.deque()
-        self._bytes = 0
-        self._cond = threading.Condition()
-        self._stopped = False
-        self._ended = False
-        self.error: str | None = None
-        self.last_put = time.monotonic()
-        self.thread = threading.Thread(target=self._run, name="longanim-frames", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import numpy as np
-
-        last = None
-        error = None
-        try:
-            for item in self._frames:
-                number, array = item
-                number = int(number)
-                array = np.ascontiguousarray(array)
-                if array.dtype.name not in M.DTYPES:
-                    raise ValueError(f"frame {number} is {array.dtype}; frames must be one of {sorted(M.DTYPES)}")
-                if not self._put(number, array):
-                    return
-                last = number
-        except BaseException as exc:  # the user's iterator: whatever it raises fails the job, clearly
-            where = f"after frame {last}" if last is not None else "at the first frame"
-            error = f"reading the frames to send failed {where}: {type(exc).__name__}: {exc}"
-        with self._cond:
-            self._ended, self.error = True, error
-
-    def _put(self, number: int, array) -> bool:
-        with self._cond:
-            while not self._stopped and self._ready and (
-                    self._bytes + array.nbytes > self._budget
-                    or (self._max_frames is not None and len(self._ready) >= self._max_frames)):
-                self._cond.wait(0.1)
-            if self._stopped:
-                return False
-            self._ready.append((number, array))
-            self._bytes += array.nbytes
-            self.last_put = time.monotonic()
-            return True
-
-    def peek(self) -> tuple[tuple | None, bool]:
-        """The next frame (or None) and whether the input has ended cleanly with nothing left."""
-        with self._cond:
-            head = self._ready[0] if self._ready else None
-            return head, head is None and self._ended and self.error is None
-
-    def pop(self) -> None:
-        with self._cond:
-            _, array = self._ready.popleft()
-            self._bytes -= array.nbytes
-            self._cond.notify()
-
-    def stop(self) -> None:
-        """Let the thread end at its next frame and drop what it read."""
-        with self._cond:
-            self._stopped = True
-            self._ready.clear()
-            self._bytes = 0
-            self._cond.notify()
+def _ranges(numbers: list[int], most: int = 12) -> str:
+    """1-3, 7, 10-12: frame numbers as a person reads them, the first `most` runs."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs[:most])
+    return text + (f" and {len(runs) - most} more runs" if len(runs) > most else "")

@@ -14,8 +14,8 @@ import pytest
 import zmq
 from engine_helpers import Engine, job_done, reply_to
 from longanim.commands import main
-from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.engine.pipeline import checkpoints
 from longanim.protocol import messages as M
 from longanim.protocol.wire import make_message, serialize
 from run_helpers import outputs
@@ -155,5 +155,5 @@ def test_cli_through_the_engine_resumes_an_in_process_checkpoint_and_refuses_ano
 
 
 def _checkpoint_frame(out: Path) -> int:
-    with np.load(pipeline.checkpoint_path(out, "shot"), allow_pickle=False) as z:
+    with np.load(checkpoints.checkpoint_path(out, "shot"), allow_pickle=False) as z:
         return json.loads(z["header"].tobytes().decode())["frame"]

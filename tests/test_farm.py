@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from longanim.commands import main
-from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.engine.pipeline import checkpoints
 from run_helpers import outputs, wait_for_frames
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "farm" / "template.yaml"
@@ -165,5 +165,5 @@ def test_bad_shot_list_fails_with_exit_2(shots, tmp_path):
 def _checkpoint_frame(out: Path) -> int:
     import numpy as np
 
-    with np.load(pipeline.checkpoint_path(out, "shot"), allow_pickle=False) as z:
+    with np.load(checkpoints.checkpoint_path(out, "shot"), allow_pickle=False) as z:
         return json.loads(z["header"].tobytes().decode())["frame"]

@@ -7,7 +7,7 @@ Real `longanim colorize` runs on real PNG sequences; each accepted resume is com
 byte with one uninterrupted run over the line art as it is now.
 
 The checkpoint records each frame's name, size, time and sha256 up to the checkpoint
-(engine/pipeline.py `lineart_records` / `changed_lineart`, checkpoint version 2); a resume
+(engine/pipeline/checkpoints.py `lineart_records` / `changed_lineart`, checkpoint version 2); a resume
 stats each file and reads only those whose time differs.
 """
 
@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 from longanim.commands import main
-from longanim.engine import pipeline
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.engine.pipeline import checkpoints
 from run_helpers import outputs
 
 N, W, H = 40, 160, 90
@@ -44,7 +44,7 @@ def shot(originals, tmp_path) -> Path:
     shutil.copytree(originals / "shot", root, copy_function=shutil.copy2)  # copy2: times kept
     _uncompressed(root / "lineart" / "shot.1012.png")  # the same pixels, in a file whose size is fixed
     assert main(_args(root, tmp_path / "out", "--frames", f"1001-{CHECKPOINT_AT}", "--checkpoint-every", "10")) == 0
-    assert pipeline.checkpoint_path(tmp_path / "out", "shot").is_file()
+    assert checkpoints.checkpoint_path(tmp_path / "out", "shot").is_file()
     return root
 
 

@@ -112,6 +112,19 @@ def test_paint_parts_are_private_to_paint():
 
 def test_engine_top_level_is_only_the_spine():
     top = sorted(p.name for p in (ROOT / "engine").glob("*.py"))
-    assert top == ["__init__.py", "errors.py", "pipeline.py"]
+    assert top == ["__init__.py", "errors.py"]
     folders = sorted(p.name for p in (ROOT / "engine").iterdir() if (p / "__init__.py").is_file())
-    assert folders == ["backends", "evaluation", "sequences", "server"]
+    assert folders == ["backends", "evaluation", "pipeline", "sequences", "server"]
+
+
+def is_cli(module: str) -> bool:
+    """The CLI is the `longanim` package itself (cli/); engine and protocol are subpackages of it,
+    so any other `longanim.*` module is a CLI one, not only `longanim.commands`."""
+    return inside(module, "longanim") and not inside(module, "longanim.engine") \
+        and not inside(module, "longanim.protocol")
+
+
+@pytest.mark.parametrize("part", ["longanim.engine.sequences", "longanim.engine.backends", "longanim.protocol"])
+def test_sequences_backends_and_protocol_never_import_the_cli(part):
+    assert sorted(f"{mod} imports {imp}" for mod, imps in MODULES.items() if inside(mod, part)
+                  for imp in imps if is_cli(imp)) == []

@@ -21,6 +21,7 @@ pytest.importorskip("diffusers")
 from longanim.engine import pipeline  # noqa: E402
 from longanim.engine.backends.base import Cancelled  # noqa: E402
 from longanim.engine.evaluation.synthetic import make_shot  # noqa: E402
+from longanim.engine.pipeline import checkpoints  # noqa: E402
 from longanimation_fixtures import TINY_DGLM, _randomize, tiny_weights_dir  # noqa: E402
 from run_helpers import outputs  # noqa: E402
 
@@ -45,7 +46,7 @@ def whole(shot, light, tmp_path_factory) -> Path:
     """One uninterrupted run, checkpoints off: the frames every resumed run must give."""
     out = tmp_path_factory.mktemp("la-ckpt-whole") / "out"
     _run(shot, out, light)
-    assert len(outputs(out)) == 2 * N and not pipeline.checkpoint_path(out, "shot").exists()
+    assert len(outputs(out)) == 2 * N and not checkpoints.checkpoint_path(out, "shot").exists()
     return out
 
 
@@ -94,13 +95,13 @@ def _run(shot, out, weights, **kwargs) -> pipeline.ShotReport:
 
 def _spy_saves(monkeypatch) -> list[int]:
     saved: list[int] = []
-    real = pipeline.save_checkpoint
+    real = checkpoints.save_checkpoint
 
     def spy(path, identity, frame, *args, **kwargs):
         saved.append(frame)
         return real(path, identity, frame, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "save_checkpoint", spy)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", spy)
     return saved
 
 
@@ -108,13 +109,13 @@ def _cancel_after(frame: int, monkeypatch):
     """Cancelled once the pipeline has handed out `frame` (the backend reads the flag too, inside
     a segment's denoising steps, so a count of polls would not say where the run is)."""
     handed_out: list[int] = [0]
-    real = pipeline._Checkpoints.frame_computed
+    real = checkpoints.CheckpointSaver.frame_computed
 
     def spy(self, n, snapshot, last):
         handed_out[0] = n
         return real(self, n, snapshot, last)
 
-    monkeypatch.setattr(pipeline._Checkpoints, "frame_computed", spy)
+    monkeypatch.setattr(checkpoints.CheckpointSaver, "frame_computed", spy)
     return lambda: handed_out[0] >= frame
 
 
@@ -137,7 +138,7 @@ def test_a_checkpoint_from_other_options_is_refused(shot, light, tmp_path, monke
     out = tmp_path / "out"
     with pytest.raises(Cancelled):
         _run(shot, out, light, checkpoint_every=1, cancelled=_cancel_after(1020, monkeypatch))
-    with pytest.raises(pipeline.CheckpointMismatch, match="cannot resume.*seed"):
+    with pytest.raises(checkpoints.CheckpointMismatch, match="cannot resume.*seed"):
         _run(shot, out, light, checkpoint_every=1, resume=True, options={"seed": 7})
 
 
@@ -149,7 +150,7 @@ def test_video_xl_memory_resumes_byte_identical(shot, videoxl_weights, tiny_vide
     with pytest.raises(Cancelled):
         _run(shot, out, videoxl_weights, checkpoint_every=1, cancelled=_cancel_after(1020, monkeypatch))
     assert saved[-1] == 1016
-    with np.load(pipeline.checkpoint_path(out, "shot"), allow_pickle=False) as z:
+    with np.load(checkpoints.checkpoint_path(out, "shot"), allow_pickle=False) as z:
         assert "state/bank/frames" in z.files and z["state/bank/count"] > 0  # the frame store's squares
     report = _run(shot, out, videoxl_weights, checkpoint_every=1, resume=True)
     assert report.start["checkpoint_frame"] == 1016

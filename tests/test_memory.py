@@ -245,6 +245,38 @@ def test_components_group_adjacent_regions_only():
     assert group[top] == group[bottom] != group[other] and group[other] > 0
 
 
+def test_components_match_a_breadth_first_search_on_a_busy_drawing():
+    """Hundreds of cells, random subsets kept: the same groups as a plain search of the graph,
+    numbered by their lowest region (long chains need many hook-and-jump passes)."""
+    img = np.full((270, 480, 3), 255, np.uint8)
+    for x in range(0, 480, 12):
+        cv2.line(img, (x, 0), (x, 270), (0, 0, 0), 2)
+    for y in range(0, 270, 12):
+        cv2.line(img, (0, y), (480, y), (0, 0, 0), 2)
+    _, stats = look(img)
+    rng = np.random.default_rng(3)
+    most = 0
+    for share in (0.3, 0.6, 0.9, 1.0):
+        keep = rng.random(stats.count + 1) < share
+        keep[0] = False
+        expected = np.zeros(stats.count + 1, np.int64)
+        found = 0
+        for start in np.flatnonzero(keep):
+            if expected[start]:
+                continue
+            found += 1
+            expected[start], todo = found, [start]
+            while todo:
+                r = todo.pop()
+                for nb in stats.neighbors[r][stats.neighbors[r] > 0]:
+                    if keep[nb] and not expected[nb]:
+                        expected[nb] = found
+                        todo.append(nb)
+        assert np.array_equal(components(stats, keep), expected), share
+        most = max(most, found)
+    assert most > 10 and stats.count > 500
+
+
 def cel(colored, sky, shapes):
     """Filled shapes with black outlines on sky, back to front; or, as line art, on paper.
     `shapes`: (draw(img, color, thickness), fill color) pairs."""

@@ -21,6 +21,7 @@ from longanim.engine import pipeline
 from longanim.engine.backends import create_backend
 from longanim.engine.backends.base import Backend, Cancelled, ColoredFrame, Keyframe
 from longanim.engine.evaluation.synthetic import make_shot
+from longanim.engine.pipeline import checkpoints
 from run_helpers import outputs
 
 N = 220  # frames 1001-1220: the chunk 1100-1200 of the README's example fits
@@ -45,7 +46,7 @@ def full(shot, tmp_path_factory) -> Path:
     """One uninterrupted run of the whole shot, checkpoints off: the reference."""
     out = tmp_path_factory.mktemp("full") / "out"
     assert main(_args(shot, out, "--checkpoint-every", "0")) == 0
-    assert not pipeline.checkpoint_path(out, "shot").exists()
+    assert not checkpoints.checkpoint_path(out, "shot").exists()
     return out
 
 
@@ -100,7 +101,7 @@ def test_sigterm_saves_a_checkpoint_leaves_no_partial_file_and_resumes(shot, ful
     assert "openjd_status: cancelled" in stopped.stdout
     assert not _partials(out) and not (out / "report.json").exists()
     last = max(int(p.name.split(".")[1]) for p in out.glob("shot.*.png"))
-    saved = pipeline.load_checkpoint(pipeline.checkpoint_path(out, "shot"),
+    saved = checkpoints.load_checkpoint(checkpoints.checkpoint_path(out, "shot"),
                                      json.loads(json.dumps(_identity(shot))))
     # Saved on the way out (every 1000 frames would not have), after the last frame written.
     assert saved.frame == last and sorted(saved.done) == list(range(1001, last + 1))
@@ -148,17 +149,17 @@ def test_mismatching_checkpoint_is_refused_with_resume(shot, tmp_path, capsys):
 def test_checkpoint_file_is_npz_with_a_header_and_no_pickles(shot, tmp_path):
     out = tmp_path / "out"
     assert main(_args(shot, out, "--frames", "1001-1012", "--checkpoint-every", "5")) == 0
-    path = pipeline.checkpoint_path(out, "shot")
+    path = checkpoints.checkpoint_path(out, "shot")
     with np.load(path, allow_pickle=False) as z:  # would raise on any object array
         header = json.loads(z["header"].tobytes().decode())
         assert all(z[name].dtype != object for name in z.files)
-    assert header["format"] == "longanim-checkpoint" and header["version"] == pipeline.CHECKPOINT_VERSION
+    assert header["format"] == "longanim-checkpoint" and header["version"] == checkpoints.CHECKPOINT_VERSION
     assert header["frame"] == 1012 and header["identity"]["options"]["gap_close"] == 1
     assert header["identity"]["code"] and header["identity"]["keyframes"]["frames"] == list(KEYS)
     # Anything else in its place is refused, not read.
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(pipeline.CheckpointMismatch, match="cannot be read"):
-        pipeline.load_checkpoint(path, header["identity"])
+    with pytest.raises(checkpoints.CheckpointMismatch, match="cannot be read"):
+        checkpoints.load_checkpoint(path, header["identity"])
 
 
 @pytest.mark.parametrize("cut", [1, 29, 149, 150])
@@ -188,7 +189,7 @@ def _identity(shot: Path) -> dict:
     whole = open_sequence(shot / "lineart")
     keys = pipeline.load_keyframes([pipeline.RefSpec(shot / "color" / f"shot.{n}.png", n) for n in KEYS], whole,
                                    default_frame=1001)
-    return pipeline.shot_identity(whole, keys, create_backend("paint"))
+    return checkpoints.shot_identity(whole, keys, create_backend("paint"))
 
 
 class _Segments(Backend):
@@ -220,13 +221,13 @@ def test_a_backend_that_stops_only_at_segment_ends_is_checkpointed_there_and_res
     whole = tmp_path / "whole"
     pipeline.colorize_shot(shot / "lineart", refs, whole, backend=_Segments(), frames=(1001, 1030))
     saved = []
-    real_save = pipeline.save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
     def spy(path, identity, frame, *args, **kwargs):
         saved.append(frame)
         return real_save(path, identity, frame, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "save_checkpoint", spy)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", spy)
     out = tmp_path / "out"
     polls = iter(range(1, 100))
     with pytest.raises(Cancelled):

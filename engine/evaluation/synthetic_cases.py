@@ -14,13 +14,24 @@ other things, each case one way line art breaks a colorizer:
 - `buttons`: about 48 small regions (a coat of buttons, a spotted dog);
 - `keyframes`: keyframes at the start, middle and end; the dog walks in before the middle
   keyframe that first shows it, the bird flies in before the last;
-- `reentry`: the biped walks out of frame and comes back.
+- `reentry`: the biped walks out of frame and comes back;
+- `shading`: the biped, the dog and the bird shaded as hand-drawn cels are (BasicPBC's
+  clips, say): a shadow on bodies and heads bounded by a vivid blue line, small highlights
+  in the hair and on heads bounded by red or green lines; the dog walks in front of the biped;
+- `film`: `bodyplans` on transparent film, as Grease Pencil renders with a transparent film
+  or scanned cels come: RGBA line art whose alpha is the ink, no paper, no backdrop.
 
 Every case has anti-aliased lines of varying width (each outline its own), shared eye
-whites and pupils between characters, and a sky/ground/hill backdrop. A case is a pure
-function of (name, seed, frame index); `frame(i)` renders the line art, the true colors,
-who owns each pixel and where the ink is in one pass, so a benchmark holds no more than it
-asks for. World units are frame heights at zoom 1, y down.
+whites and pupils between characters, and a sky/ground/hill backdrop (but `film`). A case
+is a pure function of (name, seed, frame index); `frame(i)` renders the line art, the true
+colors, who owns each pixel and where the ink is in one pass, so a benchmark holds no more
+than it asks for. World units are frame heights at zoom 1, y down.
+
+The truth is the finished cel. A colored line is the painter's boundary, not ink, so the
+truth has none: each of its pixels shows the fill of the region it belongs to, the two
+sides meeting at the line's middle (the edge of the shadow or highlight polygon the line is
+drawn along). On film the truth is RGBA: the characters opaque, their lines included, the
+film clear (alpha 0), and the outer soft edge of a silhouette as opaque as its ink.
 """
 
 from __future__ import annotations
@@ -38,17 +49,42 @@ SHIFT = 4  # cv2 fixed-point bits
 INK = (20, 20, 24)
 EYE_WHITE = (247, 247, 243)
 PUPIL = (52, 40, 70)
-CASES = ("bodyplans", "pinwheel", "cartwheel", "zoom", "closeup", "gaps", "buttons", "keyframes", "reentry")
+CASES = ("bodyplans", "pinwheel", "cartwheel", "zoom", "closeup", "gaps", "buttons", "keyframes", "reentry",
+         "shading", "film")
 HORIZON = 0.08  # world y of the line between sky and ground
 BACKDROP = 0  # owner id of the sky, ground and hills
+# Colored lines, vivid as a cel's are (paint's rule for a vivid core: chroma > 96, brightest
+# channel > 150): blue where a shadow ends, red or green around a highlight.
+SHADOW_LINE = (40, 72, 232)
+LIGHT_LINES = {"red": (230, 46, 56), "green": (46, 186, 74)}
+SHADOW_TONE = 0.72  # a shadow is its fill at this brightness
+LIGHT_TONE = 0.5  # a highlight is its fill this far towards white
+SHADOW_SHIFT = 0.3  # the lit area is the part moved towards the light by this much of its smaller side
+MARK_WIDTH = 0.6  # a colored line is this much of an outline's width
+# Per body plan, the parts that are shaded: a shadow (True/False) and a highlight ellipse as
+# (centre dx, dy, radius x, y) in fractions of the part's box, with the color of its line.
+SHADED = {
+    "biped": {"body": (True, None), "head": (True, (-0.2, -0.1, 0.14, 0.16, "red")),
+              "hair": (False, (-0.18, -0.12, 0.17, 0.24, "green"))},
+    "dog": {"body": (True, None), "head": (False, (-0.26, 0.22, 0.12, 0.12, "red"))},  # under the ear
+    "bird": {"body": (True, None)},
+}
 
 
 @dataclass
 class Frame:
-    lineart: np.ndarray  # HxWx3 uint8: white fills, ink outlines
-    color: np.ndarray  # HxWx3 uint8: the truth, the same outlines over flat fills
+    # HxWx3 uint8: white fills, ink outlines (and colored lines, `shading`); on film HxWx4 RGBA
+    # (straight): the ink's color, its coverage as alpha, alpha 0 (and black) elsewhere.
+    lineart: np.ndarray
+    # HxWx3 uint8: the truth, the same ink outlines over flat fills; on film HxWx4 RGBA (straight).
+    color: np.ndarray
     owner: np.ndarray  # HxW int16: 0 backdrop, k >= 1 the k-th character or prop (its outline too)
-    line: np.ndarray  # HxW bool: any ink (anti-aliased fringes included)
+    line: np.ndarray  # HxW bool: any ink (anti-aliased fringes included), colored lines not
+    vivid: np.ndarray | None = None  # HxW bool: the colored lines' pixels (`shading`), fringes included
+
+    @property
+    def film(self) -> bool:
+        return self.lineart.shape[2] == 4
 
 
 @dataclass
@@ -57,6 +93,9 @@ class _Shape:
     fill: tuple[int, int, int]
     owner: int
     key: int  # stable per outline: its width and its gaps stay put from frame to frame
+    # Shadows and highlights inside the shape: (polygon, fill, colored line, key), each filled
+    # and outlined inside the shape only, in order, before the shape's own outline.
+    marks: tuple = ()
 
 
 @dataclass
@@ -99,15 +138,27 @@ class CaseShot:
             raise ValueError(f"frame index {i} is outside 0..{self.num_frames - 1}")
         zoom, cx, cy = self.camera(i)
         h, w = self.height, self.width
+        film, shading = self.case == "film", self.case == "shading"
         lineart = np.full((h, w, 3), 255, np.uint8)
         color = np.full((h, w, 3), 255, np.uint8)
         owner = np.zeros((h, w), np.int16)
+        # Coverage layers, drawn as the images are so a later fill hides what is behind it:
+        # the visible ink (film: the line art's alpha), what is painted or inked (film: the
+        # truth's alpha) and the visible colored lines.
+        ink = np.zeros((h, w), np.uint8) if film or shading else None
+        cover = np.zeros((h, w), np.uint8) if film else None
+        marked = np.zeros((h, w), np.uint8) if shading else None
         for s in self._shapes(i):
             px = ((s.pts - (cx, cy)) * zoom * h + (w / 2, h / 2))
             fixed = np.round(px * (1 << SHIFT)).astype(np.int32)
             cv2.fillPoly(lineart, [fixed], (255, 255, 255), cv2.LINE_8, SHIFT)
             cv2.fillPoly(color, [fixed], s.fill, cv2.LINE_8, SHIFT)
             cv2.fillPoly(owner, [fixed], s.owner, cv2.LINE_8, SHIFT)
+            for layer, value in ((ink, 0), (cover, 255), (marked, 0)):
+                if layer is not None:
+                    cv2.fillPoly(layer, [fixed], value, cv2.LINE_8, SHIFT)
+            if s.marks:
+                self._draw_marks(s, fixed, lineart, color, marked, (zoom, cx, cy))
             thickness = max(2, round(self._width(s.key) * zoom * h))
             strokes = [(fixed, True)]
             if self.gaps:  # cut in pixels: 1-3 px of paper show through each break
@@ -115,10 +166,53 @@ class CaseShot:
                            for p, c in _cut_gaps(px, True, thickness, [self.seed, s.key])]
             for pts, closed in strokes:
                 for img, value, kind in ((lineart, INK, cv2.LINE_AA), (color, INK, cv2.LINE_AA),
-                                         (owner, s.owner, cv2.LINE_8)):
-                    cv2.polylines(img, [pts], closed, value, thickness, kind, SHIFT)
-        line = lineart.min(axis=2) < 255
-        return Frame(lineart, color, owner, line)
+                                         (owner, s.owner, cv2.LINE_8), (ink, 255, cv2.LINE_AA),
+                                         (cover, 255, cv2.LINE_AA)):
+                    if img is not None:
+                        cv2.polylines(img, [pts], closed, value, thickness, kind, SHIFT)
+        if film:
+            return self._on_film(lineart, color, owner, ink, cover)
+        drawn = lineart.min(axis=2) < 255
+        if not shading:
+            return Frame(lineart, color, owner, drawn)
+        # A pixel any ink touches is ink (it stays drawn in the truth); the rest of what is
+        # drawn is colored line.
+        vivid = drawn & (marked > 0) & (ink == 0)
+        return Frame(lineart, color, owner, drawn & ~vivid, vivid)
+
+    def _draw_marks(self, s: _Shape, fixed: np.ndarray, lineart, color, marked, view) -> None:
+        """A shape's shadows and highlights: in the truth a fill, in the line art a colored
+        line along its edge, both only inside the shape (its outline, drawn next, covers the
+        line's ends). The fill's edge is the line's middle, where the two sides meet."""
+        zoom, cx, cy = view
+        h, w = self.height, self.width
+        inside = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(inside, [fixed], 255, cv2.LINE_8, SHIFT)
+        inside = inside.view(bool)
+        for pts, fill, line_color, key in s.marks:
+            mark = np.round(((pts - (cx, cy)) * zoom * h + (w / 2, h / 2)) * (1 << SHIFT)).astype(np.int32)
+            area = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(area, [mark], 255, cv2.LINE_8, SHIFT)
+            color[area.view(bool) & inside] = fill
+            drawn = lineart.copy()
+            thickness = max(2, round(MARK_WIDTH * self._width(key) * zoom * h))
+            cv2.polylines(drawn, [mark], True, line_color, thickness, cv2.LINE_AA, SHIFT)
+            hit = inside & (drawn != lineart).any(axis=2)
+            lineart[hit] = drawn[hit]
+            marked[hit] = 255
+
+    @staticmethod
+    def _on_film(lineart, color, owner, ink, cover) -> Frame:
+        """The white-paper renders turned into film: the line art is the ink alone (its color,
+        its coverage as alpha), the truth the characters alone, straight colors, the film black
+        under alpha 0 (a colorizer that ignored alpha would see black paper)."""
+        line_rgb = np.zeros_like(lineart)
+        line_rgb[ink > 0] = INK
+        truth = np.where((cover > 0)[..., None], color, np.uint8(0))
+        # Past the fills (a silhouette's soft outer edge: a fill makes its pixels 255) the truth
+        # is ink under its own coverage.
+        truth[(cover > 0) & (cover < 255)] = INK
+        return Frame(np.dstack([line_rgb, ink]), np.dstack([truth, cover]), owner, ink > 0)
 
     def camera(self, i: int) -> tuple[float, float, float]:
         """(zoom, x, y) of the frame centre in world units."""
@@ -161,23 +255,23 @@ class CaseShot:
             return at
 
         biped = lambda owner, path, size=0.42, buttons=3: _Actor(
-            "biped", owner, self._palette(("body", "head", "leg", "arm", "button", "nose", "hair")), size, path,
+            "biped", owner, self._palette(("body", "head", "leg", "arm", "button", "nose", "hair"), "biped"), size, path,
             {"buttons": buttons, "phase": float(r.uniform(0, 6))})
         dog = lambda owner, path, size=0.3, spots=2: _Actor(
-            "dog", owner, self._palette(("body", "head", "leg", "ear", "tail", "snout", "nose", "spot")), size, path,
+            "dog", owner, self._palette(("body", "head", "leg", "ear", "tail", "snout", "nose", "spot"), "dog"), size, path,
             {"spots": spots, "phase": float(r.uniform(0, 6))})
         bird = lambda owner, path, size=0.16: _Actor(
-            "bird", owner, self._palette(("body", "wing", "head", "beak", "tail")), size, path,
+            "bird", owner, self._palette(("body", "wing", "head", "beak", "tail"), "bird"), size, path,
             {"phase": float(r.uniform(0, 6))})
-        if case in ("bodyplans", "gaps"):
+        if case in ("bodyplans", "gaps", "film"):
             return [biped(1, walk(-0.55, 0.3, ground)),
                     dog(2, walk(0.75, -0.7, ground + 0.04)),
                     bird(3, fly(-0.75, 0.7, -0.25)),
-                    _Actor("ball", 4, self._palette(("a", "b")), 0.09, lambda i: (0.55 - 0.004 * i, ground - 0.045,
+                    _Actor("ball", 4, self._palette(("a", "b"), "ball"), 0.09, lambda i: (0.55 - 0.004 * i, ground - 0.045,
                                                                                  -i * 0.09, 1.0))]
         if case == "pinwheel":
             return [biped(1, walk(-0.6, -0.4, ground)),
-                    _Actor("pinwheel", 2, self._palette(("b0", "b1", "b2", "b3", "hub", "stick")), 0.3,
+                    _Actor("pinwheel", 2, self._palette(("b0", "b1", "b2", "b3", "hub", "stick"), "pinwheel"), 0.3,
                            lambda i: (0.25, 0.0, math.radians(12.0) * i, 1.0))]
         if case == "cartwheel":
             def spin(i):
@@ -204,6 +298,11 @@ class CaseShot:
                 x = -0.2 + 1.6 * t / 0.4 if t < 0.4 else (1.4 - 1.2 * (t - 0.55) / 0.45 if t > 0.55 else 1.4)
                 return x, ground - 0.01 * abs(math.sin(i * 0.5)), 0.0, 1.0 if t < 0.4 else -1.0
             return [biped(1, out_and_back), dog(2, walk(-0.6, -0.35, ground + 0.04))]
+        if case == "shading":
+            # Bigger than in `bodyplans`, as shaded characters are drawn: their highlights are small.
+            return [biped(1, walk(-0.5, 0.2, ground + 0.02), size=0.48),
+                    dog(2, walk(0.7, -0.6, ground + 0.06), size=0.34),
+                    bird(3, fly(0.75, -0.7, -0.25), size=0.2)]
         raise AssertionError(case)
 
     def _color(self, hue, sat, val) -> tuple[int, int, int]:
@@ -216,8 +315,33 @@ class CaseShot:
                 return rgb
         raise RuntimeError("could not find distinct colors for a case shot")
 
-    def _palette(self, parts) -> dict[str, tuple[int, int, int]]:
-        return {p: self._color((0.0, 1.0), (0.3, 0.85), (0.45, 0.95)) for p in parts}
+    def _palette(self, parts, kind: str) -> dict[str, tuple[int, int, int]]:
+        """A fill per part; on `shading`, shaded parts get their shadow ("part/shadow") and
+        highlight ("part/light") tones too, each as distinct from the shot's other colors."""
+        if self.case != "shading":
+            return {p: self._color((0.0, 1.0), (0.3, 0.85), (0.45, 0.95)) for p in parts}
+        out = {}
+        for p in parts:
+            shadow, light = SHADED.get(kind, {}).get(p, (False, None))
+            tones = (["shadow"] if shadow else []) + (["light"] if light else [])
+            if not tones:
+                out[p] = self._color((0.0, 1.0), (0.3, 0.85), (0.45, 0.95))
+                continue
+            for _ in range(400):
+                base = self._color((0.0, 1.0), (0.3, 0.85), (0.5, 0.95))
+                derived = {t: _tone(base, t) for t in tones}
+                others = [u for u in self._used if u != base]
+                if all(sum(abs(a - b) for a, b in zip(d, base)) >= 40 for d in derived.values()) and all(
+                        sum(abs(a - b) for a, b in zip(d, u)) >= 60 for d in derived.values() for u in others):
+                    break
+                self._used.remove(base)  # its tones clash: draw another
+            else:
+                raise RuntimeError("could not find distinct shaded colors for a case shot")
+            out[p] = base
+            for t, d in derived.items():
+                out[f"{p}/{t}"] = d
+                self._used.append(d)
+        return out
 
     def _width(self, key: int) -> float:
         """Outline width in frame heights: 0.75x to 1.5x a base width, one per outline (2 px at least)."""
@@ -230,21 +354,28 @@ class CaseShot:
         zoom, cx, _ = self.camera(i)
         b = self.backdrop
         reach = 1.2 / zoom + 1.0
-        out = [_Shape(_rect(cx - reach, -reach, cx + reach, HORIZON), b["sky"], BACKDROP, 1)]
-        for n, (x, rx, ry) in enumerate(self._hills):
-            out.append(_Shape(_ellipse(x, HORIZON, rx, ry), b["hill"], BACKDROP, 2 + n))
-        out.append(_Shape(_rect(cx - reach, HORIZON, cx + reach, reach), b["ground"], BACKDROP, 20))
+        out = []
+        if self.case != "film":  # on film there is no paper and no backdrop: only the characters
+            out.append(_Shape(_rect(cx - reach, -reach, cx + reach, HORIZON), b["sky"], BACKDROP, 1))
+            for n, (x, rx, ry) in enumerate(self._hills):
+                out.append(_Shape(_ellipse(x, HORIZON, rx, ry), b["hill"], BACKDROP, 2 + n))
+            out.append(_Shape(_rect(cx - reach, HORIZON, cx + reach, reach), b["ground"], BACKDROP, 20))
         # Farther first: the bird and the biped behind the dog, the ball in front.
         order = {"bird": 0, "pinwheel": 1, "biped": 2, "dog": 3, "ball": 4}
         for a in sorted(self.actors, key=lambda a: order[a.kind]):
             x, y, angle, facing = a.path(i)
             parts = getattr(self, f"_{a.kind}")(a, i)
+            c, s = math.cos(angle), math.sin(angle)
+            # actor units -> world: mirrored to face its way, turned, scaled, placed
+            place = (np.array([facing, 1.0]), np.array([[c, s], [-s, c]]), a.size, (x, y))
             for n, (name, pts) in enumerate(parts):
-                local = pts * np.array([facing, 1.0])
-                c, s = math.cos(angle), math.sin(angle)
-                world = local @ np.array([[c, s], [-s, c]]) * a.size + (x, y)
                 fill = EYE_WHITE if name == "eye" else PUPIL if name == "pupil" else a.colors[name]
-                out.append(_Shape(world, fill, a.owner, 100 * a.owner + n))
+                key = 100 * a.owner + n
+                marks = ()
+                if self.case == "shading" and name in SHADED.get(a.kind, {}):
+                    fill, marks = _shade(a, name, pts, key)
+                    marks = tuple((_placed(m, place), f, line, k) for m, f, line, k in marks)
+                out.append(_Shape(_placed(pts, place), fill, a.owner, key, marks))
         return out
 
     # Body plans: (color name, polygon) back to front, in units of the actor's size, origin at
@@ -312,6 +443,38 @@ class CaseShot:
         return [("a", _ellipse(0.0, 0.0, 1.0, 1.0, 40)), ("b", half)]
 
 
+def _placed(pts: np.ndarray, place) -> np.ndarray:
+    mirror, turn, size, at = place
+    return (pts * mirror) @ turn * size + at  # in this order: the recorded shots' exact pixels
+
+
+def _tone(rgb: tuple[int, int, int], which: str) -> tuple[int, int, int]:
+    """A shadow (the fill darker) or a highlight (the fill towards white) of a fill."""
+    if which == "shadow":
+        return tuple(round(c * SHADOW_TONE) for c in rgb)
+    return tuple(round(c + (255 - c) * LIGHT_TONE) for c in rgb)
+
+
+def _shade(a: _Actor, name: str, pts: np.ndarray, key: int):
+    """(the part's own fill, its marks) in the actor's units: a shaded part is filled with its
+    shadow and its lit area, the part moved towards the light (up and back: the light comes
+    from behind a character's head), is marked in the part's color with a blue line; a
+    highlight is a small ellipse marked in the light tone with a red or green line."""
+    shadow, light = SHADED[a.kind][name]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    size, centre = hi - lo, (lo + hi) / 2
+    base, fill, marks = a.colors[name], a.colors[name], []
+    if shadow:
+        fill = a.colors[f"{name}/shadow"]
+        step = SHADOW_SHIFT * float(size.min())
+        marks.append((pts + step * np.array([-0.6, -0.8]), base, SHADOW_LINE, 10_000 + 4 * key))
+    if light:
+        dx, dy, rx, ry, line = light
+        marks.append((_ellipse(centre[0] + dx * size[0], centre[1] + dy * size[1], rx * size[0], ry * size[1], 24),
+                      a.colors[f"{name}/light"], LIGHT_LINES[line], 10_001 + 4 * key))
+    return fill, marks
+
+
 def _ellipse(cx: float, cy: float, ax: float, ay: float, n: int = 36) -> np.ndarray:
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     return np.stack([cx + ax * np.cos(t), cy + ay * np.sin(t)], axis=1)
@@ -336,12 +499,15 @@ def _hair(cx: float, cy: float) -> np.ndarray:
 # ---------------------------------------------------------------- scoring
 RIGHT_LEVELS = 6  # a pixel is right when every channel is within this of the truth (fills are flat)
 MIN_FIGURE_PIXELS = 200  # frames showing fewer countable figure pixels have no worst-frame say
+_SQUARE3 = np.ones((3, 3), np.uint8)
+_AROUND = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
 @dataclass
 class Score:
-    """One colorizer on one case shot. Pixels within 1 px of a line are not counted (as in
-    `pixel_metrics.countable_mask`); figure pixels are the characters' and props' own."""
+    """One colorizer on one case shot, judged by `judge`: pixels within 1 px of ink are not
+    counted (as in `pixel_metrics.countable_mask`), colored lines' pixels are; figure pixels
+    are the characters' and props' own."""
 
     right: int = 0
     counted: int = 0
@@ -354,8 +520,12 @@ class Score:
     flagged_frames: int = 0  # frames whose review share exceeds the pipeline's REVIEW_FRACTION
     wrong_in_flagged: int = 0  # wrong counted pixels on flagged frames
     wrong_under_mask: int = 0  # wrong counted pixels whose confidence is below the review threshold
+    vivid_right: int = 0  # colored lines' counted pixels (`shading`) that show a fill beside them
+    vivid_counted: int = 0
+    line_alpha_right: int = 0  # ink pixels (film) whose alpha is the truth's, within RIGHT_LEVELS
+    line_alpha_counted: int = 0
     per_frame: list = field(default_factory=list)  # figure accuracy per frame (NaN: none shown)
-    kept: dict = field(default_factory=dict)  # frame -> (rgb, confidence) for the frames asked to keep
+    kept: dict = field(default_factory=dict)  # frame -> (output as written, confidence) for the frames asked to keep
 
     @property
     def accuracy(self) -> float:
@@ -366,6 +536,14 @@ class Score:
         return self.figure_right / self.figure_counted if self.figure_counted else float("nan")
 
     @property
+    def vivid_accuracy(self) -> float:
+        return self.vivid_right / self.vivid_counted if self.vivid_counted else float("nan")
+
+    @property
+    def line_alpha_accuracy(self) -> float:
+        return self.line_alpha_right / self.line_alpha_counted if self.line_alpha_counted else float("nan")
+
+    @property
     def wrong(self) -> int:
         return self.counted - self.right
 
@@ -374,23 +552,92 @@ class Score:
         return self.frames / self.seconds if self.seconds else float("nan")
 
 
-def keyframes_of(shot: CaseShot, frames: dict[int, Frame]):
-    from longanim.engine.backends.base import Keyframe
+def counted_pixels(f: Frame) -> np.ndarray:
+    """HxW bool: the pixels scored, all but those within 1 px of ink (an anti-aliased edge
+    has no one right color). Colored lines are counted: taking the fill there is the point."""
+    return cv2.dilate(f.line.astype(np.uint8), _SQUARE3) == 0
 
-    return [Keyframe(k, frames[k].color, frames[k].lineart) for k in shot.keyframes]
+
+def judge(f: Frame, out: np.ndarray) -> np.ndarray:
+    """HxW bool: where `out` (HxWx3 uint8; on film HxWx4 RGBA, straight, as written) is right.
+
+    A pixel is right when every color channel is within RIGHT_LEVELS of the truth. On a
+    colored line the two fills beside it meet at its middle, which a colorizer can place a
+    pixel off: a colored line's pixel is right when it shows the fill of its own region or
+    of one touching it (within 1 px), never the line's color. On film the alpha must be
+    right too (within RIGHT_LEVELS), everywhere, and the color only where the truth is
+    opaque: under alpha 0 there is no color to get wrong."""
+    rgb = np.ascontiguousarray(out[..., :3])
+    truth = np.ascontiguousarray(f.color[..., :3])
+    ok = cv2.absdiff(rgb, truth).max(axis=2) <= RIGHT_LEVELS
+    if f.vivid is not None and f.vivid.any():
+        h, w = ok.shape
+        padded = cv2.copyMakeBorder(truth, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        beside = np.zeros_like(ok)
+        for dy, dx in _AROUND:
+            beside |= cv2.absdiff(rgb, padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]).max(axis=2) <= RIGHT_LEVELS
+        ok |= beside & f.vivid
+    if f.film:
+        if out.shape[2] != 4:
+            raise ValueError("a film shot's output must be RGBA (as `written` gives it)")
+        alpha_ok = cv2.absdiff(np.ascontiguousarray(out[..., 3]), np.ascontiguousarray(f.color[..., 3])) <= RIGHT_LEVELS
+        ok = alpha_ok & (ok | (f.color[..., 3] < 255))
+    return ok
+
+
+def on_white(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image as the pipeline gives it to a colorizer (`display_rgb_on_white`): HxWx3 uint8,
+    film composited over white paper, with the alpha (float, None for opaque images)."""
+    if image.shape[2] == 3:
+        return image, None
+    from longanim.engine.pipeline import display_rgb_on_white
+    from longanim.engine.sequences.image_files import ImageData
+
+    return display_rgb_on_white(ImageData(image, "srgb"))
+
+
+def written(f: Frame, rgb: np.ndarray) -> np.ndarray:
+    """A colorizer's frame as the pipeline would write it for this shot (8-bit): on film the
+    line art's alpha and the colorizer's fill coverage put together (`with_coverage`), RGBA;
+    else the RGB."""
+    rgb = np.asarray(rgb)
+    if not f.film:
+        return rgb[..., :3]
+    from longanim.engine.pipeline import with_coverage
+    from longanim.engine.sequences.colorspace import quantize
+
+    view, alpha = on_white(f.lineart)
+    color, alpha = with_coverage(rgb, (alpha, view))
+    color = color if color.dtype == np.uint8 else quantize(color, np.uint8)
+    return np.dstack([color, quantize(alpha, np.uint8)])
+
+
+def keyframes_of(shot: CaseShot, frames: dict[int, Frame]):
+    """The shot's keyframes as the pipeline reads them: on film, colored over white with the
+    keyframe's alpha (which fills are opaque)."""
+    from longanim.engine.backends.base import Keyframe
+    from longanim.engine.sequences.colorspace import quantize
+
+    keys = []
+    for k in shot.keyframes:
+        color, alpha = on_white(frames[k].color)
+        keys.append(Keyframe(k, color, on_white(frames[k].lineart)[0],
+                             None if alpha is None else quantize(alpha, np.uint8)))
+    return keys
 
 
 def score_run(shot: CaseShot, colorizer, frames: dict[int, Frame] | None = None, *,
               review_threshold: float = 0.7, review_fraction: float = 0.01, keep=()) -> Score:
-    """Run `colorizer.colorize` over the whole shot (frames rendered before timing) and score it;
-    the outputs of the frames in `keep` are kept for a contact sheet."""
+    """Run `colorizer.colorize` over the whole shot (frames rendered, and film composited over
+    white, before timing) and score it; the outputs of the frames in `keep` are kept, as
+    written, for a contact sheet."""
     import time
 
     frames = {i: shot.frame(i) for i in range(shot.num_frames)} if frames is None else frames
     keys = keyframes_of(shot, frames)
+    views = {i: on_white(frames[i].lineart)[0] for i in range(shot.num_frames)}
     score = Score()
-    square = np.ones((3, 3), np.uint8)
-    stream = colorizer.colorize(((i, frames[i].lineart) for i in range(shot.num_frames)), keys)
+    stream = colorizer.colorize(((i, views[i]) for i in range(shot.num_frames)), keys)
     while True:
         start = time.perf_counter()
         out = next(stream, None)
@@ -398,10 +645,11 @@ def score_run(shot: CaseShot, colorizer, frames: dict[int, Frame] | None = None,
         if out is None:
             break
         f = frames[out.number]
+        result = written(f, out.rgb)
         if out.number in keep:
-            score.kept[out.number] = (np.asarray(out.rgb)[..., :3], np.asarray(out.confidence))
-        keep_px = cv2.dilate(f.line.astype(np.uint8), square) == 0
-        ok = (cv2.absdiff(np.ascontiguousarray(np.asarray(out.rgb)[..., :3]), f.color).max(axis=2) <= RIGHT_LEVELS) & keep_px
+            score.kept[out.number] = (result, np.asarray(out.confidence))
+        keep_px = counted_pixels(f)
+        ok = judge(f, result) & keep_px
         figure = keep_px & (f.owner > 0)
         n_fig, ok_fig = int(figure.sum()), int((ok & figure).sum())
         score.frames += 1
@@ -409,6 +657,15 @@ def score_run(shot: CaseShot, colorizer, frames: dict[int, Frame] | None = None,
         score.right += int(ok.sum())
         score.figure_counted += n_fig
         score.figure_right += ok_fig
+        if f.vivid is not None:
+            vivid = f.vivid & keep_px
+            score.vivid_counted += int(vivid.sum())
+            score.vivid_right += int((ok & vivid).sum())
+        if f.film:
+            alpha_ok = cv2.absdiff(np.ascontiguousarray(result[..., 3]),
+                                   np.ascontiguousarray(f.color[..., 3])) <= RIGHT_LEVELS
+            score.line_alpha_counted += int(f.line.sum())
+            score.line_alpha_right += int((alpha_ok & f.line).sum())
         frame_acc = ok_fig / n_fig if n_fig else float("nan")
         score.per_frame.append(frame_acc)
         if n_fig >= MIN_FIGURE_PIXELS and frame_acc < score.worst_figure:

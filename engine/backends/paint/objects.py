@@ -501,24 +501,29 @@ def _near_edge(stats: RegionStats) -> np.ndarray:
 
 
 def components(stats: RegionStats, keep: np.ndarray) -> np.ndarray:
-    """Group id (1..) per region over the adjacency of `keep` regions; 0 elsewhere."""
+    """Group id (1..) per region over the adjacency of `keep` regions; 0 elsewhere. Groups are
+    numbered by their lowest region number. Found by hooking each edge's larger root under the
+    smaller and jumping to roots, in array passes: a busy drawing has thousands of regions, and
+    a union-find in Python took tens of ms a call there."""
     n = stats.count
-    parent = np.arange(n + 1)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
     rows, slots = np.nonzero((stats.neighbors > 0) & keep[:, None])
-    for r, nb in zip(rows.tolist(), stats.neighbors[rows, slots].tolist()):
-        if keep[nb]:
-            ra, rb = find(r), find(nb)
-            if ra != rb:
-                parent[ra] = rb
-    roots = np.array([find(i) for i in range(n + 1)])
+    nb = stats.neighbors[rows, slots]
+    ok = keep[nb] & (nb != rows)
+    u, v = rows[ok].astype(np.int64), nb[ok].astype(np.int64)
+    root = np.arange(n + 1)
+    while u.size:
+        ru, rv = root[u], root[v]
+        apart = ru != rv
+        if not apart.any():
+            break
+        u, v, ru, rv = u[apart], v[apart], ru[apart], rv[apart]
+        np.minimum.at(root, np.maximum(ru, rv), np.minimum(ru, rv))
+        while True:
+            up = root[root]
+            if np.array_equal(up, root):
+                break
+            root = up
     group = np.zeros(n + 1, np.int64)
-    ids = np.unique(roots[keep])
-    group[keep] = np.searchsorted(ids, roots[keep]) + 1
+    ids = np.unique(root[keep])
+    group[keep] = np.searchsorted(ids, root[keep]) + 1
     return group
