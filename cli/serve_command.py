@@ -33,6 +33,10 @@ def add_arguments(parser) -> None:
                         help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: %(default)s)")
     parser.add_argument("--max-message-mb", type=float, default=1024.0,
                         help="largest accepted message in MiB (default: %(default)s)")
+    parser.add_argument("--backlog-mb", type=float, default=512.0,
+                        help="results kept for clients that stopped reading, to catch up on when the result "
+                             "cache does not hold them (--no-cache, a job's cache: false), in MiB for all "
+                             "jobs together (default: %(default)s)")
     parser.add_argument("--stall-timeout", type=float, default=30.0, metavar="S",
                         help="a client silent this long is stalled: its events are dropped, and its job "
                              "fails if it was waiting for more input frames (default: %(default)s)")
@@ -62,6 +66,8 @@ def run(args) -> int:
 
     if args.max_message_mb <= 0:
         raise InputError("--max-message-mb must be positive")
+    if args.backlog_mb < 0:
+        raise InputError("--backlog-mb must be 0 or more")
     if args.max_queued_jobs < 1:
         raise InputError("--max-queued-jobs must be at least 1")
     watched = None
@@ -93,6 +99,7 @@ def run(args) -> int:
         max_queued_jobs=args.max_queued_jobs,
         token_file=args.token_file,
         stall_timeout_s=args.stall_timeout,
+        backlog_bytes=int(args.backlog_mb * 1024 * 1024),
     )
     server = EngineServer(config)
     if args.insecure and not args.curve_keys and not is_loopback(args.bind):

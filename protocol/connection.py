@@ -225,6 +225,7 @@ class Connection:
         sock.connect(self.url)
         self.socket = sock
         self._last_recv = time.monotonic()
+        self._heard_on_socket: float | None = None  # a message came in on this socket then
 
     def _reconnect(self) -> None:
         """Lazy/Paranoid Pirate: a fresh socket, doubling backoff, then `_on_reconnected`."""
@@ -360,10 +361,17 @@ class Connection:
             if now >= p.deadline:
                 if drained:
                     self._expire(p)
-            elif p._retry_at and now >= p._retry_at[0]:
+            elif drained and p._retry_at and now >= p._retry_at[0]:
+                # Not while messages wait: they may hold the reply.
                 p._retry_at.pop(0)
                 retry = True
-        if retry:
+        heard = self._heard_on_socket
+        if retry and heard is not None and now - heard < self.heartbeat_s * self.liveness:
+            # The engine is talking on this socket, so the reply was lost (dropped for a
+            # client that stopped reading), not the connection: a fresh socket would throw
+            # away what is still on its way in on this one (results a paused host missed).
+            self._resend_pending()
+        elif retry:
             self._next_reconnect = 0.0
             self._reconnect()
 
@@ -377,7 +385,7 @@ class Connection:
             f"({p.tries} {'try' if p.tries == 1 else 'tries'}); is `longanim serve` running there?"))
 
     def _on_message(self, frames: list) -> None:
-        self._last_recv = time.monotonic()
+        self._last_recv = self._heard_on_socket = time.monotonic()
         self._backoff = 0.25
         try:
             msg = deserialize(frames)

@@ -18,9 +18,15 @@ import zmq
 from engine_helpers import Engine, free_port
 from longanim.protocol import messages as M
 from longanim.protocol.client import EngineClient, EngineError, EngineTimeout, Pending
+from longanim.protocol.connection import PUMP_BUDGET_S
 from longanim.protocol.wire import deserialize, make_message, serialize
 
 FAST_S = 0.05  # what "returns at once" means on this loaded 2-core machine
+# A call over FAST_S counts as descheduled, not slow, only if it worked less than this: the
+# poll's message budget (PUMP_BUDGET_S) plus as much again for the message that crosses it and
+# what a poll does after, with room for a loaded core; still a quarter of FAST_S, so a call
+# that works its way past FAST_S fails.
+DESCHEDULED_CPU_S = 2 * PUMP_BUDGET_S + 0.0025
 
 
 @pytest.fixture(autouse=True)
@@ -68,15 +74,17 @@ class Clock:
 
     def check(self, what: str) -> None:
         """Every call under FAST_S. This machine is shared (load 6-7 on 2 cores while other
-        suites run), so a few calls (two, or one in fifty) may go over only if each spent under
-        5 ms on the CPU (descheduled, not working); no call does more than half of FAST_S of
-        work. (A poll budgets 5 ms for messages, but CI's loaded cores have shown 12 ms of CPU
-        for one, so a tighter bound here would measure the machine, not the client.)"""
+        suites run), so a few calls (two, or one in fifty) may go over only if each was mostly
+        descheduled rather than working: under DESCHEDULED_CPU_S on the CPU. No call does more
+        than half of FAST_S of work. (A poll may spend its whole 5 ms message budget, then the
+        message that crosses it and the bookkeeping after; a bound equal to the budget failed
+        polls that worked as designed and merely waited for a core.)"""
         print(self.report(what))
         cpu = [c for cs in self.cpu.values() for c in cs]
         over = [c for t, c in zip(self.all, cpu) if t >= FAST_S]
         assert max(cpu) < FAST_S / 2, self.report(what)
-        assert all(c < 0.005 for c in over) and len(over) <= max(2, len(self.all) // 50), self.report(what)
+        assert all(c < DESCHEDULED_CPU_S for c in over) and len(over) <= max(2, len(self.all) // 50), \
+            self.report(what)
 
 
 def _poll_until(client, done, clock: Clock, deadline_s: float = 30.0, tick: float = 0.01) -> None:

@@ -91,6 +91,55 @@ def test_a_confidence_folder_planted_as_a_symlink_out_of_the_roots_after_submit_
     assert _snapshot(outside) == {stale.name: b"not the engine's"}
 
 
+# Each line-art frame is checked where it resolves as it is opened (`roots.check_input_file`,
+# passed through colorize_shot to the sequence reader), not only when the job was accepted.
+def test_a_frame_swapped_for_a_symlink_out_of_the_roots_mid_job_fails_the_job_naming_it(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    make_shot(num_frames=60, width=160, height=96, seed=2).save(root)
+    outside.mkdir()
+    secret = outside / "secret.png"
+    secret.write_bytes((root / "lineart" / f"shot.{FIRST + 30}.png").read_bytes())  # valid, outside the roots
+    victim = root / "lineart" / f"shot.{FIRST + 59}.png"
+    with Engine(tmp_path, "--roots", str(root)) as engine, engine.client() as c:
+        job = c.submit_paths(str(root / "lineart"), _ref(root), str(root / "out"), backend="paint")
+        deadline = time.monotonic() + TIMEOUT
+        while job.frames_done < 2 and not job.final and time.monotonic() < deadline:
+            c.poll(0.02)
+            job.poll()
+        assert not job.final and job.frames_done >= 2, "the job was not running when the frame was swapped"
+        victim.unlink()
+        os.symlink(secret, victim)  # swapped after the job's start-up checks
+        with pytest.raises(EngineError, match=f"shot.{FIRST + 59}.png"):
+            list(job.results(timeout=TIMEOUT))
+        assert job.error["code"] == "forbidden", job.error
+        assert _serves_a_later_job(c)
+    assert not (root / "out" / f"shot.{FIRST + 59}.png").exists(), "the frame outside the roots was colorized"
+
+
+def test_an_input_file_is_checked_where_it_resolves_when_it_is_opened(storage):
+    from longanim.engine.sequences.image_files import read_image
+    from longanim.engine.server.confinement import Roots
+
+    root, outside = storage
+    roots = Roots([root])
+    frame = root / "lineart" / f"shot.{FIRST}.png"
+    assert roots.check_input_file(frame) == frame.resolve()
+    (outside / "secret.png").write_bytes(frame.read_bytes())
+    link = root / "lineart" / f"shot.{FIRST + 1}.png"
+    link.unlink()
+    os.symlink(outside / "secret.png", link)
+    with pytest.raises(M.ProtocolError, match="outside the engine's roots") as refused:
+        roots.check_input_file(link)
+    assert refused.value.code == "forbidden" and link.name in str(refused.value)
+    os.symlink(root / "lineart", root / "inside-link")
+    assert roots.check_input_file(root / "inside-link" / frame.name) == frame.resolve()  # a link within the roots
+    fifo = root / "lineart" / f"shot.{FIRST + 2}.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="FIFO"):  # the reader refuses what it opened
+        read_image(roots.check_input_file(fifo))
+
+
 def test_a_confidence_symlink_out_of_the_roots_is_refused_at_submit(storage, tmp_path):
     root, outside = storage
     out = root / "out"

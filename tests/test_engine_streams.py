@@ -139,6 +139,41 @@ def test_a_paused_stream_still_fails_when_its_client_is_gone(shot, tmp_path):
     assert done["state"] == "failed" and done["error"]["code"] == "input_timeout"
 
 
+def test_a_paused_stream_fails_at_the_stall_timeout_while_the_worker_runs_another_job(shot, tmp_path):
+    """The worker is busy with a stream that is fed steadily, so it never goes idle: the paused
+    job must still fail when its own client has been silent for the stall timeout."""
+    frames, keyframes, _ = shot
+    stall_s = 2.0
+    with Engine(tmp_path, "--stall-timeout", str(stall_s)) as engine:
+        gone, busy = Raw(engine.url, "gone"), Raw(engine.url, "busy")
+        try:
+            job = submit_streamed(gone, frames[:2], keyframes)
+            last_frame = time.monotonic()
+            time.sleep(0.5)
+            other = submit_streamed(busy, [(0, np.zeros((8, 8, 3), np.uint8))], [], backend="passthrough")
+            ended, n = None, 1
+            while ended is None and time.monotonic() - last_frame < stall_s + 8:
+                append(busy, other, [(n, np.zeros((8, 8, 3), np.uint8))], more=True)  # never dry for 1 s
+                n += 1
+                while gone.take(0.05) is not None:
+                    pass
+                done = [e.content for e in gone.events if e.msg_type == M.DONE and e.content["job_id"] == job]
+                if done:
+                    ended = (time.monotonic() - last_frame, done[0])
+                time.sleep(0.2)
+            append(busy, other, [], more=False)
+            assert busy.until_done(other)["state"] == "done"
+        finally:
+            gone.close()
+            busy.close()
+    assert any(e.content.get("waiting_for_input") for e in gone.events if e.msg_type == M.PROGRESS), \
+        "the job never paused: the test did not exercise a paused job"
+    assert ended is not None, "the paused job did not fail while the worker ran the other job"
+    after, done = ended
+    assert done["state"] == "failed" and done["error"]["code"] == "input_timeout", done
+    assert after < stall_s + 2.5, f"failed {after:.1f} s after its last frame (stall timeout {stall_s} s)"
+
+
 def test_events_are_numbered_and_a_client_that_stopped_reading_sees_the_gap_and_catches_up(tmp_path):
     big = [(n, np.full((512, 512, 3), n, np.uint8)) for n in range(40)]  # 768 KiB a result
     with Engine(tmp_path, "--stall-timeout", "1") as engine:
@@ -191,21 +226,46 @@ def test_a_short_stream_keeps_its_frames_to_start_over():
     assert [n for n, _ in feed.iterate(lambda: False, 5)] == [0] and feed.released == 0
 
 
-def test_the_reference_client_catches_up_by_itself_after_a_pause_past_the_stall_timeout(tmp_path):
-    """A Blender F12 render: the timer stops calling poll() for longer than the engine waits."""
-    big = [(n, np.full((512, 512, 3), n, np.uint8)) for n in range(40)]
-    with Engine(tmp_path, "--stall-timeout", "1") as engine, engine.client() as client:
+def _pause_past_the_stall_timeout(engine, catch_up_s: float):
+    """A Blender F12 render: the timer stops calling poll() for longer than the engine waits.
+    The job is accepted and its first results are in before the pause (the client's hello for
+    the message limit and the submit both answered), so what the engine drops meanwhile is
+    results of a running job this client knows."""
+    # More results than the client's socket and the engine's send queue hold together (a
+    # result and a progress event each), so the engine must give up on the client and drop some.
+    big = [(n, np.full((128, 128, 3), n % 256, np.uint8)) for n in range(400)]
+    got: dict = {}
+    with engine.client() as client:
         job = client.submit_frames(big, backend="passthrough", wait=False)
-        client.poll()
-        time.sleep(0.3)
-        client.poll()  # the submit went out; from here on nothing reads
-        time.sleep(5)
-        got: dict = {}
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 20
+        while (job.id is None or not got) and time.monotonic() < deadline:
+            client.poll(0.02)
+            got.update((r.number, r.rgb[0, 0, 0]) for r in job.poll())
+        assert job.id is not None and got, "the job was not running before the pause"
+        assert len(got) < len(big), "every result came before the pause: nothing to lose"
+        time.sleep(5)  # from here on nothing reads, past the 1 s stall timeout
+        deadline = time.monotonic() + catch_up_s
         while not job.final and time.monotonic() < deadline:
             client.poll()
             got.update((r.number, r.rgb[0, 0, 0]) for r in job.poll())
             time.sleep(0.02)
         got.update((r.number, r.rgb[0, 0, 0]) for r in job.poll())
+    return job, got, {n: n % 256 for n, _ in big}
+
+
+def test_the_reference_client_catches_up_by_itself_after_a_pause_past_the_stall_timeout(tmp_path):
+    with Engine(tmp_path, "--stall-timeout", "1") as engine:
+        job, got, expected = _pause_past_the_stall_timeout(engine, catch_up_s=30)
     assert job.state == "done", (job.state, job.error, len(got))
-    assert got == {n: n for n, _ in big}
+    assert got == expected
+
+
+def test_without_its_catch_up_the_client_would_lose_results_in_that_pause(tmp_path, monkeypatch):
+    """The control for the test above: the same pause with the client's catch-up (reattach
+    with resend) switched off ends without every result, so the test above exercises it."""
+    from longanim.protocol.client import EngineClient
+
+    monkeypatch.setattr(EngineClient, "_resync", lambda self, job: None)
+    with Engine(tmp_path, "--stall-timeout", "1") as engine:
+        job, got, expected = _pause_past_the_stall_timeout(engine, catch_up_s=8)
+    assert not (job.state == "done" and got == expected), "no result was lost: the pause exercised nothing"

@@ -111,13 +111,16 @@ def colorize_shot(
     cancelled: CancelFn | None = None,
     on_frame: Callable[[ColoredFrame, Path], None] | None = None,
     confine: ConfineFn | None = None,
+    confine_read: ConfineFn | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
     allow_gaps: bool = False,
 ) -> ShotReport:
     """`confine` is called on every folder and file the run writes, right before it is used,
     and raises to refuse it: the engine passes its roots check, the CLI none. Either way
-    no output may be one of the run's inputs (`input_places`).
+    no output may be one of the run's inputs (`input_places`). `confine_read` is called on
+    every input file (line-art frames, keyframes) right before it is read and returns the
+    path to read.
 
     With a resumable backend (`Backend.resumable`) and `checkpoint_every`, the shot's state
     is saved in the output folder (`checkpoint_path`) after every that many frames, at the
@@ -136,8 +139,8 @@ def colorize_shot(
     in the plan's message. The gaps counted are those up to the run's last frame, the
     ones before a range included: its warm-up runs through them."""
     started = time.perf_counter()
-    whole = open_sequence(lineart_source)
-    shot = open_sequence(lineart_source, frames) if frames else whole
+    whole = open_sequence(lineart_source, check=confine_read)
+    shot = open_sequence(lineart_source, frames, check=confine_read) if frames else whole
     run_seq = None
     try:
         if not refs:
@@ -148,7 +151,7 @@ def colorize_shot(
                              f"sequence ({whole.frames[0]}-{whole.frames[-1]}): {frame_ranges(gaps)}; render or "
                              "copy them in, or pass --allow-gaps to colorize the frames there are and list the "
                              "gaps in report.json")
-        keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0])
+        keyframes = load_keyframes(refs, whole, default_frame=shot.frames[0], check=confine_read)
         engine = backend if isinstance(backend, Backend) else create_backend(backend, **(backend_options or {}))
         outdir = Path(outdir)
         guard = _output_guard(confine, _inputs_of_run(whole, refs))
@@ -195,7 +198,7 @@ def colorize_shot(
             todo = iter(())
         else:
             run_seq = shot if (plan.start, end) == (shot.frames[0], shot.frames[-1]) \
-                else open_sequence(lineart_source, (plan.start, end))
+                else open_sequence(lineart_source, (plan.start, end), check=confine_read)
             todo = _prefetch(_lineart_frames(run_seq, alphas))
         if engine.resumable:
             # The cancel flag is read here too, between frames, where the state can be saved; the
@@ -352,7 +355,8 @@ def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
                 worker.join(timeout=0.1)
 
 
-def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_frame: int) -> list[Keyframe]:
+def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_frame: int,
+                   check: ConfineFn | None = None) -> list[Keyframe]:
     """Read each reference, decide its frame, and pair it with that frame's line art."""
     keyframes: dict[int, Keyframe] = {}
     size = (whole.width, whole.height)
@@ -369,7 +373,7 @@ def load_keyframes(refs: Sequence[RefSpec], whole: FrameSequence, *, default_fra
             )
         if frame in keyframes:
             raise InputError(f"two references are given for frame {frame}")
-        image = read_image(path)
+        image = read_image(path if check is None else check(path))
         if (image.width, image.height) != size:
             raise InputError(
                 f"reference {path} is {image.width}x{image.height} but the line art is {size[0]}x{size[1]}"

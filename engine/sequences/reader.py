@@ -27,6 +27,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -144,7 +145,11 @@ def parse_ref_arg(text: str) -> tuple[Path, int | None]:
 
 # --------------------------------------------------------------------------- opening
 
-def open_sequence(source: str | Path, frames: tuple[int, int] | None = None) -> Sequence:
+def open_sequence(source: str | Path, frames: tuple[int, int] | None = None, *,
+                  check: Callable[[Path], Path] | None = None) -> Sequence:
+    """`check` is called on each frame's file right before it is read and returns the path
+    to read (the engine's roots check: a frame swapped for a symlink out of them mid-job is
+    refused, not read)."""
     path = Path(source)
     if frames is not None and frames[1] < frames[0]:
         raise InputError(f"bad frame range {frames[0]}-{frames[1]}: end is before start")
@@ -170,7 +175,7 @@ def open_sequence(source: str | Path, frames: tuple[int, int] | None = None) -> 
         listing = "; ".join(f"{f.pattern} ({_describe_frames(sorted(f.paths))})" for f in found)
         raise InputError(f"{path}: holds several image sequences: {listing}. "
                          f"Pass one as a pattern, e.g. {found[0].folder / found[0].pattern}")
-    return _finish(found[0], frames, single=path.is_file())
+    return _finish(found[0], frames, single=path.is_file(), check=check)
 
 
 @dataclass
@@ -186,7 +191,8 @@ class _Found:
         return f"{self.head}{'#' * self.padding}{self.tail}"
 
 
-def _finish(found: _Found, frames: tuple[int, int] | None, single: bool) -> Sequence:
+def _finish(found: _Found, frames: tuple[int, int] | None, single: bool,
+            check: Callable[[Path], Path] | None = None) -> Sequence:
     label = str(next(iter(found.paths.values())) if single else found.folder / found.pattern)
     numbers = sorted(found.paths)
     if frames is not None:
@@ -199,9 +205,9 @@ def _finish(found: _Found, frames: tuple[int, int] | None, single: bool) -> Sequ
         raise InputError(f"{label}: frame numbers run from {numbers[0]} to {numbers[-1]}, more than {_MAX_SPAN} "
                          f"frames apart (a stray file such as {found.paths[numbers[-1]].name}?); "
                          "pass a frame range or a more specific pattern")
-    first = read_image(found.paths[numbers[0]])
+    src = _FileFrames({n: found.paths[n] for n in numbers}, check)
+    first = src.read(numbers[0])
     name = found.head.rstrip("._- ") or found.folder.resolve().name or "frame"
-    src = _FileFrames({n: found.paths[n] for n in numbers})
     return Sequence(name=name, ext=found.tail[1:].lower(), frames=numbers, width=first.width,
                     height=first.height, padding=found.padding, missing=_gaps(numbers), source=label,
                     _frames=src)
@@ -338,14 +344,16 @@ class _FrameSource:
 
 
 class _FileFrames(_FrameSource):
-    def __init__(self, paths: dict[int, Path]):
+    def __init__(self, paths: dict[int, Path], check: Callable[[Path], Path] | None = None):
         self._paths = paths
+        self._check = check
 
     def path_for(self, n: int) -> Path | None:
         return self._paths.get(n)
 
     def read(self, n: int) -> ImageData:
-        return read_image(self._paths[n])
+        path = self._paths[n]
+        return read_image(path if self._check is None else self._check(path))
 
 
 class _VideoFrames(_FrameSource):

@@ -94,6 +94,13 @@ class Roots:
         real = Path(os.path.realpath(path))
         return self._inside(real, str(path))
 
+    def check_input_file(self, path: Path) -> Path:
+        """An input file at the moment it is opened: symlinks resolved and inside a root.
+        The resolved path is returned so the reader opens what was checked, not a link that
+        may be swapped after (a frame replaced by a symlink mid-job). That it is a regular
+        file is the reader's to check, on the file it opened (`open_regular`)."""
+        return self.check_file(path)
+
     def resolve_job(self, lineart: str, refs: list[dict], output: str) -> dict:
         """A path job's line art, keyframes and output folder, each confined (the output's
         confidence/ folder too), with no output folder that is or holds an input."""

@@ -27,6 +27,7 @@ import zmq
 
 import longanim
 from longanim.engine.errors import InputError
+from longanim.engine.server.backlog import BACKLOG_BYTES, ResultBacklog
 from longanim.engine.server.confinement import Roots, WeightsRoots, confine_options
 from longanim.engine.server.intake import Intake, take_request
 from longanim.engine.server.job import RESULT_CREDITS, FrameFeed, Job
@@ -72,6 +73,7 @@ class ServeConfig:
     stall_timeout_s: float = 30.0
     max_queued_jobs: int = 64  # unfinished jobs per client; more are refused as busy
     max_unfinished_jobs: int = 1024  # all clients together
+    backlog_bytes: int = BACKLOG_BYTES  # undelivered results kept for clients' catch-up
 
 
 def is_loopback(bind: str) -> bool:
@@ -112,6 +114,7 @@ class EngineServer:
         self._answers = RequestMemory()
         self._pending: dict[bytes, collections.deque] = {}
         self._stalled: set[bytes] = set()
+        self._backlog = ResultBacklog(config.backlog_bytes)
         self.token = secrets.token_hex(32)
         self.token_path = Path(config.token_file) if config.token_file else default_token_path(config.bind)
 
@@ -228,20 +231,22 @@ class EngineServer:
 
     # -- sending with backpressure -------------------------------------------------------
 
-    def _send(self, ids: list, frames: list, job: Job | None = None) -> None:
+    def _send(self, ids: list, frames: list, job: Job | None = None, result: tuple | None = None) -> None:
+        """`job`: a result that holds one of the job's credits (given back once it is sent or
+        dropped); `result`: (job id, frame number) of a result event, kept in the backlog
+        if it has to be dropped."""
         key = ids[0] if ids else b""
         if key in self._stalled:
-            if job is not None:
-                job.credits.release()
+            self._dropped(frames, job, result)
             return
         queue = self._pending.get(key)
         if queue:
-            queue.append((ids, frames, job, time.monotonic()))
+            queue.append((ids, frames, job, time.monotonic(), result))
             return
-        if not self._try_send(ids, frames, job):
-            self._pending.setdefault(key, collections.deque()).append((ids, frames, job, time.monotonic()))
+        if not self._try_send(ids, frames, job, result):
+            self._pending.setdefault(key, collections.deque()).append((ids, frames, job, time.monotonic(), result))
 
-    def _try_send(self, ids: list, frames: list, job: Job | None) -> bool:
+    def _try_send(self, ids: list, frames: list, job: Job | None, result: tuple | None = None) -> bool:
         try:
             self.router.send_multipart([*ids, *frames], zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -249,26 +254,37 @@ class EngineServer:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 log.warning("dropping a message: %s", exc)
-            # The client is gone: drop it; results stay in the cache for a reattach.
+            # The client is gone: a reattach gets the result from the cache or the backlog.
+            self._dropped(frames, job, result)
+            return True
         if job is not None:
             job.credits.release()
         return True
+
+    def _dropped(self, frames: list, job: Job | None, result: tuple | None) -> None:
+        if job is not None:
+            job.credits.release()
+        if result is not None:
+            self._backlog.keep(*result, frames, self._job_ended)
+
+    def _job_ended(self, job_id: str) -> bool:
+        job = self.jobs.jobs.get(job_id)
+        return job is None or job.final
 
     def _flush_pending(self) -> None:
         now = time.monotonic()
         for key in list(self._pending):
             queue = self._pending[key]
             while queue:
-                ids, frames, job, since = queue[0]
-                if not self._try_send(ids, frames, job):
+                ids, frames, job, since, result = queue[0]
+                if not self._try_send(ids, frames, job, result):
                     if now - since > self.config.stall_timeout_s:
                         # A client that stopped reading must not hold a device: drop what is
                         # queued for it, and what comes, until it speaks again.
                         log.warning("client %s took nothing for %.0f s; dropping its events until it "
                                     "sends a request", key.hex(), self.config.stall_timeout_s)
-                        for _, _, stalled_job, _ in queue:
-                            if stalled_job is not None:
-                                stalled_job.credits.release()
+                        for _, stalled_frames, stalled_job, _, result in queue:
+                            self._dropped(stalled_frames, stalled_job, result)
                         queue.clear()
                         self._stalled.add(key)
                     break
@@ -405,6 +421,7 @@ class EngineServer:
             if rng:
                 job.frames_total = rng[1] - rng[0] + 1
         self.jobs.submit(job)
+        self._backlog.forget_all_but(self.jobs.jobs)  # jobs the manager no longer lists
         return {"status": "ok", "job_id": job.id, "state": job.state, "queue_length": self.jobs.queue_position()}
 
     def _append(self, ids, msg: Message) -> dict:
@@ -483,12 +500,19 @@ class EngineServer:
             # and its job_done reach the new identity through the event queue, in order.
             ended = job.final
             items = sorted(job.done_keys.items())
+            # Results dropped while the client was away and not in the cache (a job run
+            # without it) come from the backlog; those it could not keep are named.
+            kept, lost = self._backlog.take(job.id)
+            kept = [(n, frames) for n, frames in kept if n not in job.done_keys]
+            lost = [n for n in lost if n not in job.done_keys]
             reply = make_message(M.reply_type(msg.msg_type), self.session,
-                                 {"status": "ok", "job": job.summary(), "resending": len(items)},
-                                 parent=msg.header)
+                                 {"status": "ok", "job": job.summary(), "resending": len(items) + len(kept),
+                                  "results_lost": lost}, parent=msg.header)
             self._send(ids, serialize(reply))  # the reply first, then the results
             for number, key in items:
                 resent += self._resend_one(job, ids, number, key)
+            for number, frames in kept:
+                self._send(ids, frames, result=(job.id, number))
             if ended:
                 done = make_message(M.DONE, self.session,
                                     {**job.summary(), "resent": True, "event_seq": job.next_event_seq()},
@@ -538,11 +562,14 @@ class EngineServer:
     # -- events from workers ------------------------------------------------------------
 
     def _on_event(self, frames: list) -> None:
-        job_id, kind, rest = frames[0].bytes.decode(), frames[1].bytes, frames[2:]
+        job_id, kind, number, rest = frames[0].bytes.decode(), frames[1].bytes, frames[2].bytes, frames[3:]
         job = self.jobs.jobs.get(job_id)
         if job is None:
             return
-        self._send(job.identity, rest, job if kind == b"r" else None)
+        if kind == b"r":
+            self._send(job.identity, rest, job, (job_id, int(number)))
+        else:
+            self._send(job.identity, rest)
 
 
 def _best_effort_header(frames: list) -> dict | None:

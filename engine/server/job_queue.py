@@ -22,6 +22,7 @@ from longanim.protocol import messages as M
 
 EVENTS_ENDPOINT = "inproc://longanim-events"
 KEEP_FINISHED_JOBS = 1000
+PAUSED_CHECK_S = 0.2  # how late past its stall timeout a paused job may fail
 
 
 class JobManager:
@@ -46,6 +47,11 @@ class JobManager:
             t = threading.Thread(target=self._work, args=(device,), name=f"worker-{device}", daemon=True)
             t.start()
             self._threads.append(t)
+        # Paused jobs are on no worker, and a worker busy with another job never looks at
+        # them: their stall timeout is kept by a thread of its own.
+        t = threading.Thread(target=self._watch_paused, name="paused-jobs", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Cancel everything and wait for the workers; False if one is still busy
@@ -115,17 +121,29 @@ class JobManager:
                              f"{self.input_timeout_s:.0f} s although the input was not closed (more: false)"}
             runner.finish(job)
 
-    def _work(self, device: str) -> None:
+    def _watch_paused(self) -> None:
+        push = self._events_socket()
+        runner = JobRunner(self, "none (waiting for input)", push)
+        try:
+            while not self._stop.wait(PAUSED_CHECK_S):
+                self._expire_paused(runner)
+        finally:
+            push.close()
+
+    def _events_socket(self) -> zmq.Socket:
         push = self.ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
         push.connect(EVENTS_ENDPOINT)
+        return push
+
+    def _work(self, device: str) -> None:
+        push = self._events_socket()
         runner = JobRunner(self, device, push)
         try:
             while not self._stop.is_set():
                 try:
                     job = self._queue.get(timeout=0.2)
                 except queue.Empty:
-                    self._expire_paused(runner)
                     continue
                 runner.run(job)
         finally:

@@ -51,7 +51,8 @@ class JobRunner:
         content = {**content, "event_seq": job.next_event_seq()}
         msg = make_message(msg_type, self.manager.session, content, parent=job.submit_header, buffers=buffers)
         kind = b"r" if msg_type == M.RESULT else b"e"
-        self.push.send_multipart([job.id.encode(), kind, *serialize(msg)], copy=False)
+        number = str(content["number"] if msg_type == M.RESULT else -1).encode()  # the backlog's key
+        self.push.send_multipart([job.id.encode(), kind, number, *serialize(msg)], copy=False)
 
     def progress(self, job: Job, **extra) -> None:
         content = {
@@ -108,8 +109,10 @@ class JobRunner:
             job.state, job.device, job.eta_s = "queued", None, None
             requeue = job.feed is None or job.feed.last_arrival >= since or job.cancel.is_set()
             job.paused = not requeue  # else frames (or a cancel) came while we gave up: go on at once
+            # Said while the lock is held: the paused-job watcher may fail the job the moment
+            # it is released, and its job_done must not be followed by this "queued".
+            self.progress(job, waiting_for_input=True)
         log.info("job %s waits for input; the device goes to the next job", job.id)
-        self.progress(job, waiting_for_input=True)
         if requeue:
             self.manager.requeue(job)
 
@@ -302,15 +305,12 @@ class JobRunner:
         output = job.content["output"]
         resume, every = bool(output.get("resume", False)), int(output.get("checkpoint_every", 0))
         backend = self.backend(job.backend, options)
-        with open_sequence(paths["lineart"], frames) as shot:
-            for n in shot.frames:
-                if shot.path_for(n) is not None:
-                    roots.check_file(shot.path_for(n))
+        with open_sequence(paths["lineart"], frames, check=roots.check_input_file) as shot:
             job.frames_total = len(shot.frames)
             whole = None
             if self.manager.cache.enabled and job.content.get("cache", True):
                 video = None if shot.path_for(shot.frames[0]) else _file_digest(paths["lineart"])
-                whole = digest("path-v1", [[n, video or _file_digest(shot.path_for(n))] for n in shot.frames])
+                whole = digest("path-v1", [[n, video or _file_digest(roots.check_input_file(shot.path_for(n)))] for n in shot.frames])
         caching = _CachingBackend(backend, self, job, whole, checkpoints=resume or every > 0)
         throttled = self._backend_progress(job)
 
@@ -347,6 +347,7 @@ class JobRunner:
             cancelled=job.cancel.is_set,
             on_frame=on_frame,
             confine=roots.check_file,  # every folder and file the job writes, at the moment it does
+            confine_read=roots.check_input_file,  # every file it reads, likewise
         )
 
 
