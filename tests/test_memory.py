@@ -196,6 +196,54 @@ def test_a_part_shown_whole_is_not_also_another_region():
     assert not objects.taken(stats, belief, np.zeros_like(settled)).any()
 
 
+def walker(colored, *, back_foot):
+    """A coat on two legs of one color on sky; the back leg, drawn first and behind the coat,
+    shows below it down to `back_foot` (lifted in a stride, or down beside the front one)."""
+    sky, coat, leg, head = (150, 200, 238), (88, 85, 178), (144, 72, 116), (240, 200, 160)
+    shapes = [
+        (lambda img, c, t: cv2.rectangle(img, (244, 150), (251, back_foot), c, t), leg),
+        (lambda img, c, t: cv2.rectangle(img, (228, 140), (252, 176), c, t), coat),
+        (lambda img, c, t: cv2.rectangle(img, (231, 176), (238, 204), c, t), leg),
+        (lambda img, c, t: cv2.circle(img, (240, 128), 10, c, t), head),
+    ]
+    return cel(colored, sky, shapes), leg
+
+
+def test_a_second_leg_the_keyframe_shows_half_hidden_is_still_a_leg():
+    """Buttons, seed 3: the keyframe shows one leg whole and the other, behind the coat, at under
+    half its size. Counted as no copy (only regions half the biggest counted), the second leg
+    coming out whole was 'a part settled regions already show' and 'claimed': it wore the coat
+    for the rest of the shot. Every region big enough to be a claimant is a copy, so two legs
+    settled hold the leg, and a third region as big is still barred."""
+    palette, objects = Palette(), ObjectPalette()
+    key, leg_rgb = walker(True, back_foot=188)  # 12 px of the back leg show, 28 of the front
+    seg, stats = look(walker(False, back_foot=188)[0])
+    label = labels_of(palette, key, seg)
+    objects.learn_keyframe(stats, label, len(palette))
+    leg = palette.add(np.array([leg_rgb], np.uint8))[0]
+    legs = np.flatnonzero(label == leg)
+    assert legs.size == 2 and 0.3 < stats.area[legs].min() / stats.area[legs].max() < 0.5
+    assert objects.copies[leg] == 2
+    # A later frame: both legs shown whole, both followed cleanly as legs.
+    colored, _ = walker(True, back_foot=204)
+    seg, stats = look(walker(False, back_foot=204)[0])
+    truth = labels_of(palette, colored, seg)
+    belief = one_hot(truth, len(palette))
+    settled = np.ones(stats.count + 1, bool)
+    front, back = (np.bincount(seg.labels[185:200, x].ravel()).argmax() for x in (234, 247))
+    assert truth[front] == truth[back] == leg
+    taken = objects.taken(stats, belief, settled)
+    assert taken[back, leg] == 0.0 and taken[front, leg] == 0.0
+    coat = np.bincount(seg.labels[150:170, 240].ravel()).argmax()
+    assert taken[coat, leg] < -2.0  # both legs held: a region as big is no third leg
+    assert objects.claimed(stats, belief, settled)[leg]  # ... nor is new content
+    # Only the front leg settled: the back one may still come out as the second leg.
+    one = settled.copy()
+    one[back] = False
+    assert not objects.claimed(stats, belief, one)[leg]
+    assert objects.taken(stats, belief, one)[back, leg] == 0.0
+
+
 def test_a_part_sits_where_its_part_sat_and_not_in_a_character_seen_elsewhere():
     """One region of a later frame is unknown; the rest is given. The layout names it, and the
     other characters' colors are barred for it."""

@@ -150,9 +150,11 @@ class ObjectPalette:
             # them all. (Shared colors too: where its eyes are.)
             for c in np.unique(label[members]):
                 rows_c = members[label[members] == c]
-                # How many regions show it (two pupils), not counting specks between crossing lines.
+                # How many regions show it (two pupils, two legs), not counting specks between
+                # crossing lines: every region big enough to be a claimant (below) is a copy, or a
+                # leg the keyframe shows half behind the coat would bar the second leg for good.
                 biggest = float(stats.area[rows_c].max())
-                self.copies[c] = max(self.copies[c], int((stats.area[rows_c] >= TAKEN_SHARE * biggest).sum()))
+                self.copies[c] = max(self.copies[c], int((stats.area[rows_c] >= CLAIMANT_SHARE * biggest).sum()))
                 self.whole_area[c] = max(self.whole_area[c], biggest)
                 where, _, area = _frame_of(stats, rows_c, np.ones(rows_c.size))
                 self.part_area[c] = max(self.part_area[c], area)
@@ -253,8 +255,9 @@ class ObjectPalette:
         held = settled & ~stats.border & (stats.samples >= 6)
         held[0] = False
         count = np.bincount(belief[held].argmax(axis=1), minlength=k)[:k]
-        # Only colors one object has (eye-white is everyone's; two eyes are two regions).
-        return (self.member[:k].sum(axis=1) == 1) & (count >= 1)
+        # Only colors one object has (eye-white is everyone's), and only once settled regions
+        # hold as many as the keyframes showed of it (two legs, two pupils).
+        return (self.member[:k].sum(axis=1) == 1) & (count >= np.maximum(self.copies[:k], 1))
 
     def _characters_own(self, k: int) -> np.ndarray:
         """Colors (bool, first k) that one character alone has: not backdrop, not a lone prop."""
