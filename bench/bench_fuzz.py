@@ -345,6 +345,7 @@ class Fuzzer:
         self.huge = {n: "h" * n for n in HUGE_SIZES}
         self.cels = [tiny_cel(12, v) for v in range(9)]
         self.cel_bytes = [(line.tobytes(), color.tobytes()) for line, color in self.cels]
+        self.alpha_bytes = np.tile(np.array([0, 255], np.uint8), 72).tobytes()  # 12x12, half transparent
         self.jobs: collections.OrderedDict[str, dict] = collections.OrderedDict()  # job id -> facts
         self.recent: collections.deque = collections.deque(maxlen=64)  # frames of recent cases, for replay
         self.live_valid = 0  # valid_submit jobs not yet ended
@@ -457,13 +458,23 @@ class Fuzzer:
                    "label": "fuzz"}
         if rng.random() < 0.3:
             content["options"] = {"gap_close": rng.randint(0, 2)} if backend == "paint" else {}
+        if content["keyframes"] and rng.random() < 0.25:  # 1.1: line art on transparent film
+            bufs.append(self.alpha_bytes)
+            content["keyframes"][0]["alpha"] = {"buffer": len(bufs) - 1, "shape": [12, 12], "dtype": "uint8"}
         return content, bufs
 
     def path_submit(self) -> dict:
-        return {"backend": "paint", "input": {"kind": "path", "lineart": self.shot["lineart"], "frames": None},
-                "refs": [{"path": self.shot["key"], "frame": 1}],
-                "output": {"kind": "path", "path": f"{self.shot['out']}/{self.rng.randrange(4)}", "ext": None},
-                "cache": self.rng.random() < 0.5, "label": "fuzz-path"}
+        rng = self.rng
+        content = {"backend": "paint", "input": {"kind": "path", "lineart": self.shot["lineart"], "frames": None},
+                   "refs": [{"path": self.shot["key"], "frame": 1}],
+                   "output": {"kind": "path", "path": f"{self.shot['out']}/{rng.randrange(4)}", "ext": None},
+                   "cache": rng.random() < 0.5, "label": "fuzz-path"}
+        if rng.random() < 0.3:  # 1.1: missing frames skipped instead of refused
+            content["input"]["allow_gaps"] = rng.random() < 0.5
+        if rng.random() < 0.3:  # 1.2: checkpoints in the output folder, and resuming from them
+            content["output"]["checkpoint_every"] = rng.choice((0, 1, 2, 1000))
+            content["output"]["resume"] = rng.random() < 0.5
+        return content
 
     def valid_content(self, msg_type: str) -> tuple[dict, list]:
         rng = self.rng
@@ -602,7 +613,8 @@ class Fuzzer:
         for _ in range(rng.randint(1, 3)):
             op = rng.choice(("drop", "drop", "type", "type", "special", "unknown", "nested", "nested", "nested",
                              "huge", "deep", "not_map", "path" if msg_type == M.SUBMIT else "type",
-                             "options" if msg_type == M.SUBMIT else "unknown"))
+                             "options" if msg_type == M.SUBMIT else "unknown",
+                             "v1x" if msg_type == M.SUBMIT else "drop"))
             self.tag(f"content.{op}")
             schema = list(M.SCHEMAS[msg_type]) or ["x"]
             if op == "drop":
@@ -629,7 +641,45 @@ class Fuzzer:
                                                   "review_threshold", "device", "weights", "x")): self.rand_value()
                                       for _ in range(rng.randint(1, 3))}
                 content["backend"] = rng.choice(("paint", "passthrough", "longanimation", "paint"))
+            elif op == "v1x":
+                self.mutate_v1x(content, msg.buffers)
         return self.frames_of(msg)
+
+    def mutate_v1x(self, content: dict, buffers: list) -> None:
+        """The fields protocol 1.1 and 1.2 added: keyframe alpha, allow_gaps, checkpoint_every, resume."""
+        rng = self.rng
+        inp, out, keys = content.get("input"), content.get("output"), content.get("keyframes")
+        field = rng.choice(("alpha", "alpha", "allow_gaps", "checkpoint_every", "checkpoint_every", "resume"))
+        if field == "alpha":
+            if not (isinstance(keys, list) and keys and isinstance(keys[0], dict)):
+                return
+            n = rng.randint(0, len(buffers) + 1)
+            keys[0]["alpha"] = rng.choice((
+                {"buffer": n, "shape": [12, 12], "dtype": "uint8"},  # maybe a colour buffer, maybe none
+                {"buffer": n, "shape": [12, 12, 1], "dtype": "uint8"},
+                {"buffer": n, "shape": [6, 24], "dtype": "uint8"},
+                {"buffer": n, "shape": [12, 12], "dtype": rng.choice(("float32", "uint16", "bool", "x"))},
+                {"buffer": -1, "shape": [12, 12], "dtype": "uint8"},
+                self.rand_value(), None))
+            self.tag("content.v1x.alpha")
+            return
+        if field == "allow_gaps":
+            if not isinstance(inp, dict):
+                return
+            inp["allow_gaps"] = rng.choice((True, False, None, 1, 0, "yes", [], {}, 1.0))
+            if rng.random() < 0.5 and inp.get("kind") != "path":  # an inline job naming a path-only field
+                inp["kind"] = rng.choice(("inline", "path"))
+        else:
+            if not isinstance(out, dict):
+                return
+            if field == "checkpoint_every":
+                out["checkpoint_every"] = rng.choice((-1, 0, 1, 1_000_000, 1_000_001, 2**63, 1.5, True, "2", None,
+                                                      float("nan"), []))
+            else:
+                out["resume"] = rng.choice((True, False, None, 1, "true", [], {}))
+            if rng.random() < 0.3:
+                out["kind"] = "inline"  # checkpoints asked of an inline job
+        self.tag(f"content.v1x.{field}")
 
     def mutate_nested(self, content: dict) -> None:
         """Pick a map or list somewhere inside and mutate one entry of it."""

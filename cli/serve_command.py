@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: %(default)s)")
     parser.add_argument("--max-message-mb", type=float, default=1024.0,
                         help="largest accepted message in MiB (default: %(default)s)")
+    parser.add_argument("--forget-after", type=float, default=None, metavar="S",
+                        help="a client silent this long is forgotten: the replies kept for its retries and its "
+                             "stalled mark are released; its jobs run on (default: 20 stall timeouts, 600 s)")
     parser.add_argument("--backlog-mb", type=float, default=512.0,
                         help="results kept for clients that stopped reading, to catch up on when the result "
                              "cache does not hold them (--no-cache, a job's cache: false), in MiB for all "
@@ -100,6 +103,7 @@ def run(args) -> int:
         token_file=args.token_file,
         stall_timeout_s=args.stall_timeout,
         backlog_bytes=int(args.backlog_mb * 1024 * 1024),
+        forget_after_s=args.forget_after,
     )
     server = EngineServer(config)
     if args.insecure and not args.curve_keys and not is_loopback(args.bind):

@@ -102,14 +102,25 @@ def _frames(n: int, side: int = 32, base: int = 0):
 # -- 1. every request has a non-blocking form -------------------------------------------------
 
 def test_blocking_requests_give_up_within_their_timeout():
-    """No engine: a blocking call waits `timeout` (its retry included), not twice that."""
+    """No engine: a blocking call waits `timeout` (its retry included), not twice that. The
+    blocking submits raise EngineError with code `timeout` (the job failed for want of an
+    engine); the other requests EngineTimeout, its subclass."""
+    from longanim.protocol.client import Job
+
     with EngineClient(f"tcp://127.0.0.1:{free_port()}", timeout=0.6) as c:
-        for name, call in [("hello", c.hello), ("status", c.status), ("ping", c.ping),
-                           ("cancel", lambda: c.cancel("some-job")), ("reattach", lambda: c.reattach("some-job"))]:
+        for name, call in [("hello", c.hello), ("capabilities", c.capabilities), ("status", c.status),
+                           ("ping", c.ping), ("cancel", lambda: c.cancel("some-job")),
+                           ("Job.cancel", lambda: Job(c, "some-job", None).cancel()),
+                           ("reattach", lambda: c.reattach("some-job")),
+                           ("submit_frames(wait=True)",
+                            lambda: c.submit_frames([(0, np.zeros((8, 8, 3), np.uint8))], backend="passthrough")),
+                           ("submit_paths(wait=True)",
+                            lambda: c.submit_paths("/shot/line.####.png", [("/shot/key.0001.png", 1)], "/out"))]:
             t0 = time.monotonic()
-            with pytest.raises(EngineTimeout, match="is `longanim serve` running"):
+            with pytest.raises(EngineError, match="is `longanim serve` running") as err:
                 call()
             assert time.monotonic() - t0 < 0.6 + 0.25, name
+            assert err.value.code == "timeout", name
 
 
 def test_every_request_has_a_non_blocking_form(engine):
@@ -354,25 +365,28 @@ def test_frames_are_cut_to_the_engines_message_size_and_an_oversized_frame_is_re
         assert c.ping() > 0
 
 
-def test_the_engines_heartbeat_interval_is_used(tmp_path, monkeypatch):
-    from longanim.engine.server import control_loop
-    from longanim.engine.server.control_loop import EngineServer, ServeConfig
+def test_the_engines_heartbeat_interval_is_used(engine, monkeypatch):
+    """The real engine says 1 s in hello; the client, whose own default is made 5 s here so
+    the two differ, takes the engine's and pings at that pace while idle (about 3 pings in
+    3.5 s of polling, where 5 s would send none)."""
+    from longanim.protocol import connection
 
-    monkeypatch.setattr(control_loop, "HEARTBEAT_S", 0.25)
-    server = EngineServer(ServeConfig(bind=f"tcp://127.0.0.1:{free_port()}", cache_dir=None,
-                                      token_file=str(tmp_path / "token")))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with EngineClient(server.endpoint, timeout=5) as c:
-            assert c.hello()["heartbeat_s"] == 0.25
-            assert c.heartbeat_s == 0.25
-        with EngineClient(server.endpoint, timeout=5, heartbeat_s=2.0) as c:
-            c.hello()
-            assert c.heartbeat_s == 2.0  # asked for explicitly: kept
-    finally:
-        server.stop()
-        thread.join(10)
+    monkeypatch.setattr(connection, "DEFAULT_HEARTBEAT_S", 5.0)
+    with EngineClient(engine.url, timeout=5) as c:
+        assert c.heartbeat_s == 5.0
+        assert c.hello()["heartbeat_s"] == 1.0
+        assert c.heartbeat_s == 1.0
+        pings, last = 0, c._ping_sent
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            c.poll()
+            if c._ping_sent != last:
+                pings, last = pings + 1, c._ping_sent
+            time.sleep(0.02)
+        assert 2 <= pings <= 4, pings
+    with EngineClient(engine.url, timeout=5, heartbeat_s=2.0) as c:
+        c.hello()
+        assert c.heartbeat_s == 2.0  # asked for explicitly: kept
 
 
 # -- 7. the timer loop, measured -------------------------------------------------------------------

@@ -3,21 +3,21 @@ for streamed input too, and never served once the code or the weights changed.""
 
 from __future__ import annotations
 
-import threading
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import Engine, free_port
+from engine_helpers import Engine
 
 from longanim.engine.backends import base, create_backend
 from longanim.engine.backends.base import Keyframe
 from longanim.engine.backends.paint.colorizer import PaintBackend
 from longanim.engine.evaluation.synthetic import make_shot
-from longanim.engine.server.control_loop import EngineServer, ServeConfig
-from longanim.protocol.client import EngineClient
 
 FRAMES = 60
+REPO = Path(__file__).resolve().parent.parent
 SMALL_CHUNKS = 3 * 320 * 180 * 3  # three frames a message: the job is streamed
 
 
@@ -75,27 +75,49 @@ def test_reattach_with_resend_returns_every_finished_frame_of_a_streamed_paint_j
     assert all(np.array_equal(resent[n], expected[n]) for n in resent)
 
 
-@pytest.fixture
-def inprocess(tmp_path):
-    server = EngineServer(ServeConfig(bind=f"tcp://127.0.0.1:{free_port()}", cache_dir=str(tmp_path / "cache"),
-                                      token_file=str(tmp_path / "token")))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with EngineClient(server.endpoint, timeout=10) as c:
-            yield c
-    finally:
-        server.stop()
-        thread.join(10)
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-def test_results_of_other_backend_code_are_not_served(shot, inprocess, monkeypatch):
+def installed_copy(dest: Path) -> dict:
+    """The package as an install would lay it out: cli/, engine/ and protocol/ copied under
+    `dest` in their import layout. The env runs `python -m longanim` from the copy
+    (PYTHONPATH comes before the editable install's finder)."""
+    pkg = dest / "longanim"
+    shutil.copytree(REPO / "cli", pkg, ignore=SKIP)
+    shutil.copytree(REPO / "engine", pkg / "engine", ignore=SKIP)
+    shutil.copytree(REPO / "protocol", pkg / "protocol", ignore=SKIP)
+    return {"PYTHONPATH": str(dest)}
+
+
+def copy_of(installed: dict, dest: Path, change: str | None = None) -> dict:
+    """Another copy of that install; with `change`, an upgrade: the text appended to paint's
+    colorizer module as a comment."""
+    shutil.copytree(Path(installed["PYTHONPATH"]) / "longanim", dest / "longanim", ignore=SKIP)
+    if change is not None:
+        module = dest / "longanim" / "engine" / "backends" / "paint" / "colorizer.py"
+        module.write_text(module.read_text() + f"\n# {change}\n")
+    return {"PYTHONPATH": str(dest)}
+
+
+def test_results_of_other_backend_code_are_not_served(shot, tmp_path):
+    """Engine processes one after another on one cache: an install, an identical copy of it
+    (served from the cache: a copy alone changes nothing) and an upgraded paint (computed
+    again). Copies of one copy, so an edit in the working tree meanwhile changes none."""
     frames, keyframes, _ = shot
-    run = lambda: [r.cached for r in inprocess.submit_frames(frames[:6], keyframes, backend="paint").results(30)]  # noqa: E731
-    assert run() == [False] * 6
-    assert run() == [True] * 6
-    monkeypatch.setitem(base._CODE_VERSIONS, PaintBackend, "an upgraded paint")
-    assert run() == [False] * 6
+    cache = tmp_path / "cache"
+
+    def run(env: dict, where: str) -> list[bool]:
+        with Engine(tmp_path / where, cache=cache, env=env) as engine, engine.client() as c:
+            return [r.cached for r in c.submit_frames(frames[:6], keyframes, backend="paint").results(30)]
+
+    installed = installed_copy(tmp_path / "installed")
+    assert run(installed, "installed") == [False] * 6
+    assert run(installed, "installed") == [True] * 6
+    assert run(copy_of(installed, tmp_path / "same"), "same") == [True] * 6
+    upgraded = copy_of(installed, tmp_path / "upgraded", change="an upgraded paint")
+    assert run(upgraded, "upgraded") == [False] * 6
+    assert run(upgraded, "upgraded") == [True] * 6  # its own results are cached as usual
+    assert run(installed, "installed") == [True] * 6  # and the old code's are still there for it
 
 
 def test_code_version_covers_the_whole_backend_package():

@@ -28,6 +28,7 @@ import zmq
 import longanim
 from longanim.engine.errors import InputError
 from longanim.engine.server.backlog import BACKLOG_BYTES, ResultBacklog
+from longanim.engine.server.clients import FORGET_AFTER_STALLS, SilentClients
 from longanim.engine.server.confinement import Roots, WeightsRoots, confine_options
 from longanim.engine.server.intake import Intake, take_request
 from longanim.engine.server.job import RESULT_CREDITS, FrameFeed, Job
@@ -54,6 +55,7 @@ log = logging.getLogger("longanim.engine")
 
 HEARTBEAT_S = 1.0
 SNDHWM = 16
+FORGET_SWEEP_S = 1.0  # how often silent clients are looked for
 
 
 @dataclass
@@ -74,6 +76,13 @@ class ServeConfig:
     max_queued_jobs: int = 64  # unfinished jobs per client; more are refused as busy
     max_unfinished_jobs: int = 1024  # all clients together
     backlog_bytes: int = BACKLOG_BYTES  # undelivered results kept for clients' catch-up
+    forget_after_s: float | None = None  # a client silent this long is forgotten; None: 20 stall timeouts
+
+    def forget_bound_s(self) -> float:
+        """Never under two stall timeouts: a client is stalled before it is forgotten."""
+        if self.forget_after_s is None:
+            return FORGET_AFTER_STALLS * self.stall_timeout_s
+        return max(self.forget_after_s, 2 * self.stall_timeout_s)
 
 
 def is_loopback(bind: str) -> bool:
@@ -115,6 +124,8 @@ class EngineServer:
         self._pending: dict[bytes, collections.deque] = {}
         self._stalled: set[bytes] = set()
         self._backlog = ResultBacklog(config.backlog_bytes)
+        self._clients = SilentClients(config.forget_bound_s())
+        self._next_forget = 0.0
         self.token = secrets.token_hex(32)
         self.token_path = Path(config.token_file) if config.token_file else default_token_path(config.bind)
 
@@ -182,6 +193,7 @@ class EngineServer:
                     if not ready:
                         break
                 self._flush_pending()
+                self._forget_silent()
         finally:
             self.close()
 
@@ -287,10 +299,38 @@ class EngineServer:
                             self._dropped(stalled_frames, stalled_job, result)
                         queue.clear()
                         self._stalled.add(key)
+                        self._clients.heard(now, key)  # the mark is looked at again one bound later
                     break
                 queue.popleft()
             if not queue:
                 del self._pending[key]
+
+    def _forget_silent(self) -> None:
+        """Releases what is kept for clients silent past the bound. A stalled mark stays while
+        a job the engine still lists sends to that identity: it is how the client, speaking
+        again, learns that it missed events (bounded by the job table, not by the clients)."""
+        now = time.monotonic()
+        if now < self._next_forget:
+            return
+        self._next_forget = now + FORGET_SWEEP_S
+        identities, sessions = self._clients.silent(now)
+        if not identities and not sessions:
+            return
+        kept = 0
+        if identities:
+            addressed = {job.identity[0] for job in self.jobs.list() if job.identity}
+            for key in identities:
+                if key not in self._stalled:
+                    continue
+                if key in addressed:
+                    self._clients.heard(now, key)  # looked at again one bound later
+                    kept += 1
+                else:
+                    self._stalled.discard(key)
+        dropped = self._answers.forget(sessions) if sessions else 0
+        log.info("forgot %d client identities and %d client ids silent for over %.0f s (%d kept replies "
+                 "released; %d stalled marks kept for jobs still listed)", len(identities) - kept, len(sessions),
+                 self._clients.forget_after_s, dropped, kept)
 
     def _reply(self, ids: list, request: Message | None, content: dict, parent: dict | None = None) -> list:
         msg_type = M.reply_type(request.msg_type) if request is not None else M.ERROR
@@ -304,6 +344,7 @@ class EngineServer:
     def _on_request(self, intake: Intake) -> None:
         # Clients are DEALER sockets: exactly one identity frame, then the message.
         ids, frames = [intake.frames[0].bytes], intake.frames[1:]
+        self._clients.heard(time.monotonic(), ids[0])
         if ids[0] in self._stalled:
             self._stalled.discard(ids[0])
             self._tell_what_was_missed(ids)
@@ -318,6 +359,7 @@ class EngineServer:
         except WireError as exc:
             self._reply(ids, None, M.error_content(exc.code, str(exc)), parent=_best_effort_header(frames))
             return
+        self._clients.heard(time.monotonic(), ids[0], msg.header["session"])
         if not compatible(msg.header["version"]):
             self._reply(ids, msg, M.error_content(
                 "incompatible_version",
@@ -485,7 +527,12 @@ class EngineServer:
             jobs = [j for j in self.jobs.list() if j.session == msg.header["session"]]
         hidden = len(self.jobs.jobs) - len(jobs)
         return {"status": "ok", "jobs": [j.summary() for j in sorted(jobs, key=lambda j: j.created)],
-                "jobs_hidden": hidden, "engine_session": self.session}
+                "jobs_hidden": hidden, "engine_session": self.session, "clients": self._client_counts()}
+
+    def _client_counts(self) -> dict:
+        """What the engine keeps per client, for an operator checking that it stays bounded."""
+        return {**self._clients.counts(), "stalled": len(self._stalled), "replies_kept": len(self._answers),
+                "forget_after_s": self._clients.forget_after_s}
 
     def _reattach(self, ids, msg: Message) -> dict:
         """Events of the job go to the caller from now on. With `resend`, finished inline

@@ -72,3 +72,14 @@ class RequestMemory:
         self._answers[key] = Answer(msg.msg_type, digest, content, job_id)
         while len(self._answers) > self.capacity:
             self._answers.popitem(last=False)
+
+    def forget(self, sessions: list[str]) -> int:
+        """Drops the answers kept for these client ids (clients the engine has forgotten)."""
+        gone = set(sessions)
+        keys = [key for key in self._answers if key[0] in gone]
+        for key in keys:
+            del self._answers[key]
+        return len(keys)
+
+    def __len__(self) -> int:
+        return len(self._answers)
