@@ -23,6 +23,21 @@ def running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] not in "ZX"
 
 
+def colorize_pids(marker: str) -> list[int]:
+    """Live `longanim colorize` processes (a task's, or the engine's client) writing to `marker`,
+    found by their command line in /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"colorize" in cmdline and marker.encode() in cmdline and running(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
 def wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, limit: float = 120.0) -> None:
     """Until `count` frames of `proc`'s run are in `folder` (the moment to interrupt it)."""
     deadline = time.monotonic() + limit

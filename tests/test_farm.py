@@ -21,7 +21,7 @@ import pytest
 from longanim.commands import main
 from longanim.engine.evaluation.synthetic import make_shot
 from longanim.engine.pipeline import checkpoints
-from run_helpers import outputs, wait_for_frames
+from run_helpers import colorize_pids, outputs, wait_for_frames
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "farm" / "template.yaml"
 OPENJD = shutil.which("openjd")
@@ -92,27 +92,13 @@ def test_two_shot_job(shots, reference, tmp_path):
         assert json.loads((tmp_path / name / "report.json").read_text())["frames"] == list(range(1001, 1041))
 
 
-def _longanim_pids(marker: str) -> list[int]:
-    """Processes (by id, from /proc) whose command line is a longanim run writing to `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"longanim" in cmdline and marker.encode() in cmdline and b"colorize" in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the task's process in /proc")
 def test_task_killed_mid_shot_and_run_again_gives_identical_output(shots, reference, tmp_path):
     out = tmp_path / "long"
     job = _job(shots, "killed.json", [_shot("long", str(out))])
     first = subprocess.Popen(_openjd_run(job, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_frames(out, 50, first)
-    pids = _longanim_pids(str(out))
+    pids = colorize_pids(str(out))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)  # a preempted worker: no notice at all
     log, _ = first.communicate(timeout=120)

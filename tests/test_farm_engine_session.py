@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from longanim.commands import main
 from longanim.engine.evaluation.synthetic import make_shot
-from run_helpers import outputs, running, wait_for_frames
+from run_helpers import colorize_pids, outputs, running, wait_for_frames
 
 FARM = Path(__file__).resolve().parents[1] / "farm"
 TEMPLATE = FARM / "template.yaml"
@@ -150,20 +150,6 @@ def test_an_engine_killed_mid_task_fails_the_task_with_a_retryable_exit(shots, t
     assert outputs(out) == outputs(_in_process(shots, "long", tmp_path / "ref"))
 
 
-def _colorize_pids(marker: str) -> list[int]:
-    """The task's `longanim colorize` processes (the engine's client), by their output folder."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"colorize" in cmdline and marker.encode() in cmdline and running(int(entry.name)):
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the task's process in /proc")
 def test_task_killed_mid_shot_under_the_engine_resumes_with_identical_output(shots, tmp_path):
     """SIGKILL of the task (its `colorize --engine` client) mid-shot: the session ends, its
@@ -174,7 +160,7 @@ def test_task_killed_mid_shot_under_the_engine_resumes_with_identical_output(sho
     first = subprocess.Popen(_openjd_run(job, 1) + ["-p", "CheckpointEvery=10"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     wait_for_frames(out, 40, first)
-    (pid,) = _colorize_pids(str(out))
+    (pid,) = colorize_pids(str(out))
     os.kill(pid, signal.SIGKILL)  # a preempted task: no notice at all
     log, _ = first.communicate(timeout=120)
     assert first.returncode != 0 and "Session ended with errors" in log, log[-3000:]

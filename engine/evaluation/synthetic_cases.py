@@ -503,6 +503,10 @@ _SQUARE3 = np.ones((3, 3), np.uint8)
 _AROUND = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else float("nan")
+
+
 @dataclass
 class Score:
     """One colorizer on one case shot, judged by `judge`: pixels within 1 px of ink are not
@@ -529,19 +533,19 @@ class Score:
 
     @property
     def accuracy(self) -> float:
-        return self.right / self.counted if self.counted else float("nan")
+        return _share(self.right, self.counted)
 
     @property
     def figure_accuracy(self) -> float:
-        return self.figure_right / self.figure_counted if self.figure_counted else float("nan")
+        return _share(self.figure_right, self.figure_counted)
 
     @property
     def vivid_accuracy(self) -> float:
-        return self.vivid_right / self.vivid_counted if self.vivid_counted else float("nan")
+        return _share(self.vivid_right, self.vivid_counted)
 
     @property
     def line_alpha_accuracy(self) -> float:
-        return self.line_alpha_right / self.line_alpha_counted if self.line_alpha_counted else float("nan")
+        return _share(self.line_alpha_right, self.line_alpha_counted)
 
     @property
     def wrong(self) -> int:

@@ -46,16 +46,19 @@ class ResultBacklog:
         """The job's kept results (handed over: they are kept again if they fail to go out
         once more) and the numbers of those lost for good."""
         with self._lock:
-            kept = self._kept.pop(job_id, {})
-            self.nbytes -= sum(size for _, size in kept.values())
+            kept = self._release(job_id)
             lost = sorted(self._lost.get(job_id, ()))
             return [(n, frames) for n, (frames, _) in kept.items()], lost
 
     def forget(self, job_id: str) -> None:
         with self._lock:
-            kept = self._kept.pop(job_id, {})
-            self.nbytes -= sum(size for _, size in kept.values())
+            self._release(job_id)
             self._lost.pop(job_id, None)
+
+    def _release(self, job_id: str) -> dict:
+        kept = self._kept.pop(job_id, {})
+        self.nbytes -= sum(size for _, size in kept.values())
+        return kept
 
     def _evict(self, size: int, for_job: str, is_final) -> None:
         for job_id in list(self._kept):

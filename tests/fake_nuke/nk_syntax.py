@@ -70,17 +70,10 @@ def _line(text: str, i: int) -> int:
 def _word(text: str, i: int) -> tuple[str, int]:
     c, n = text[i], len(text)
     if c == '"':
-        buf, j = [], i + 1
-        while j < n and text[j] != '"':
-            if text[j] == "\\" and j + 1 < n:
-                buf.append(_UNESCAPES.get(text[j + 1], text[j + 1]))
-                j += 2
-            else:
-                buf.append(text[j])
-                j += 1
+        word, j = _unescaped(text, i + 1, '"')
         if j >= n:
             raise NkSyntaxError(f"line {_line(text, i)}: a quote that is never closed")
-        return "".join(buf), j + 1
+        return word, j + 1
     if c in "{[":
         close, depth, j = "}" if c == "{" else "]", 0, i
         while j < n:
@@ -97,8 +90,14 @@ def _word(text: str, i: int) -> tuple[str, int]:
         else:
             raise NkSyntaxError(f"line {_line(text, i)}: a '{c}' that is never closed")
         return (text[i + 1:j] if c == "{" else text[i:j + 1]), j + 1
-    buf, j = [], i
-    while j < n and text[j] not in " \t\r\n;":
+    return _unescaped(text, i, " \t\r\n;")
+
+
+def _unescaped(text: str, i: int, stops: str) -> tuple[str, int]:
+    """The text from i up to the first of `stops` not escaped, backslash escapes undone, and
+    where it stopped (len(text) if at its end)."""
+    buf, j, n = [], i, len(text)
+    while j < n and text[j] not in stops:
         if text[j] == "\\" and j + 1 < n:
             buf.append(_UNESCAPES.get(text[j + 1], text[j + 1]))
             j += 2
