@@ -67,9 +67,11 @@ def run(args) -> int:
         is_loopback,
     )
 
-    if args.max_message_mb <= 0:
+    if not args.max_message_mb > 0:
         raise InputError("--max-message-mb must be positive")
-    if args.backlog_mb < 0:
+    if args.forget_after is not None and not args.forget_after > 0:
+        raise InputError("--forget-after must be a positive number of seconds")
+    if not args.backlog_mb >= 0:
         raise InputError("--backlog-mb must be 0 or more")
     if args.max_queued_jobs < 1:
         raise InputError("--max-queued-jobs must be at least 1")

@@ -128,6 +128,19 @@ def test_serve_refuses_a_port_in_use_and_bad_roots(tmp_path):
     assert out.returncode == 2 and "not a directory" in out.stderr
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--backlog-mb", "-1", "--backlog-mb must be 0 or more"),
+    ("--backlog-mb", "nan", "--backlog-mb must be 0 or more"),
+    ("--forget-after", "0", "--forget-after must be a positive number of seconds"),
+    ("--max-message-mb", "nan", "--max-message-mb must be positive"),
+])
+def test_serve_refuses_bad_limits_with_a_message(flag, value, message):
+    out = subprocess.run([sys.executable, "-m", "longanim", "serve", "--bind", "tcp://127.0.0.1:0", flag, value],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
 def test_client_notices_a_restarted_engine_and_fails_the_lost_job(tmp_path):
     import numpy as np
 
